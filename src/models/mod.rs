@@ -1,0 +1,3 @@
+//! Model architectures, one flat file each.
+
+pub mod bert;

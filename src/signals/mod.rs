@@ -1,0 +1,3 @@
+//! Signals: each one file, each turning model outputs or text into evidence for the verdict.
+
+pub mod classifier;

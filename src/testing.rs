@@ -1,0 +1,266 @@
+//! Tiny models made in code for tests, examples and doctests: a small BERT with formula
+//! weights (reproducible in any language: see `scripts/golden_tiny.py`), a small WordPiece
+//! tokenizer, and a complete detector model directory around them. Not for production use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, FORMAT};
+use crate::models::bert::BertConfig;
+use crate::tokenize::WindowSpec;
+use crate::weights::sha256_file;
+
+/// Words of the tiny vocabulary (after the special tokens, letters and `##` letters).
+const WORDS: &[&str] = &[
+    "ignore",
+    "all",
+    "previous",
+    "instructions",
+    "and",
+    "reveal",
+    "the",
+    "system",
+    "prompt",
+    "you",
+    "are",
+    "now",
+    "dan",
+    "what",
+    "is",
+    "weather",
+    "today",
+    "please",
+    "tell",
+    "me",
+    "a",
+    "story",
+    "about",
+    "cats",
+    "hello",
+    "world",
+    "secret",
+    "password",
+    "forget",
+    "rules",
+];
+
+/// The tiny BERT's configuration (hidden 32, 2 layers, 4 heads, 64 positions).
+pub fn tiny_config() -> BertConfig {
+    BertConfig {
+        vocab_size: tiny_vocab().len(),
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 64,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+    }
+}
+
+/// Token strings in id order.
+pub fn tiny_vocab() -> Vec<String> {
+    let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
+    v.extend(('a'..='z').map(String::from));
+    v.extend(('a'..='z').map(|c| format!("##{c}")));
+    v.extend(WORDS.iter().map(|w| w.to_string()));
+    v.extend(['.', ',', '!', '?'].map(String::from));
+    v
+}
+
+/// The formula every tiny weight follows: `scale · sin(0.37·i + phase(name)) + offset`, with
+/// `phase` from the tensor name's bytes. Python reproduces it to build golden outputs.
+pub fn formula_values(name: &str, len: usize) -> Vec<f32> {
+    let phase = name
+        .bytes()
+        .enumerate()
+        .map(|(k, b)| (k as u64 + 1) * u64::from(b))
+        .sum::<u64>()
+        % 997;
+    let phase = phase as f64 / 997.0 * std::f64::consts::TAU;
+    let (scale, offset) = if name.ends_with("LayerNorm.weight") {
+        (0.1, 1.0)
+    } else if name.ends_with("LayerNorm.bias") || name.ends_with(".bias") {
+        (0.02, 0.0)
+    } else {
+        (0.2, 0.0)
+    };
+    (0..len)
+        .map(|i| (scale * (0.37 * i as f64 + phase).sin() + offset) as f32)
+        .collect()
+}
+
+/// Every tensor of the tiny BERT (HF names and shapes), filled by [`formula_values`].
+pub fn tiny_bert_tensors(c: &BertConfig) -> Result<HashMap<String, Tensor>> {
+    let h = c.hidden_size;
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![c.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("encoder.layer.{l}.");
+        for (n, s) in [
+            ("attention.self.query", [h, h]),
+            ("attention.self.key", [h, h]),
+            ("attention.self.value", [h, h]),
+            ("attention.output.dense", [h, h]),
+            ("intermediate.dense", [c.intermediate_size, h]),
+            ("output.dense", [h, c.intermediate_size]),
+        ] {
+            shapes.push((format!("{p}{n}.weight"), s.to_vec()));
+            shapes.push((format!("{p}{n}.bias"), vec![s[0]]));
+        }
+        for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            shapes.push((format!("{p}{n}.weight"), vec![h]));
+            shapes.push((format!("{p}{n}.bias"), vec![h]));
+        }
+    }
+    formula_tensors(&shapes)
+}
+
+fn formula_tensors(shapes: &[(String, Vec<usize>)]) -> Result<HashMap<String, Tensor>> {
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            let len = shape.iter().product();
+            let t = Tensor::from_vec(formula_values(name, len), shape.as_slice(), &Device::Cpu)?;
+            Ok((name.clone(), t))
+        })
+        .collect()
+}
+
+/// A WordPiece `tokenizer.json` for [`tiny_vocab`], as the Hugging Face format spells it.
+pub fn tiny_tokenizer_json() -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> = tiny_vocab()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, serde_json::json!(i)))
+        .collect();
+    let special = |id: u32, s: &str| {
+        serde_json::json!({"id": id, "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"),
+                         special(3, "[SEP]"), special(4, "[MASK]")],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+    .to_string()
+}
+
+/// Writes the tiny base encoder (`config.json`, `tokenizer.json`, `model.safetensors`) to `dir`.
+///
+/// # Errors
+/// [`Error::Io`] when `dir` is not writable.
+pub fn write_tiny_base(dir: &Path) -> Result<()> {
+    let io = |e| {
+        Error::io(
+            format!("cannot write the tiny model to {}", dir.display()),
+            e,
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let c = tiny_config();
+    let config = serde_json::to_string_pretty(&c).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(dir.join("config.json"), config).map_err(io)?;
+    std::fs::write(dir.join("tokenizer.json"), tiny_tokenizer_json()).map_err(io)?;
+    candle_core::safetensors::save(&tiny_bert_tensors(&c)?, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// Writes a complete tiny detector model to `dir`: the base encoder in `dir/base`, a formula
+/// head and a manifest pinning every file. Window: 16 tokens, overlap 4, so that short texts
+/// already exercise windowing.
+///
+/// # Errors
+/// [`Error::Io`] when `dir` is not writable.
+pub fn write_tiny_model(dir: &Path) -> Result<()> {
+    let base = dir.join("base");
+    write_tiny_base(&base)?;
+    let h = tiny_config().hidden_size;
+    let categories: Vec<String> = ["injection", "jailbreak", "adversarial"]
+        .map(String::from)
+        .to_vec();
+    let head = formula_tensors(&[
+        ("head.attack.weight".into(), vec![1, h]),
+        ("head.attack.bias".into(), vec![1]),
+        ("head.category.weight".into(), vec![categories.len(), h]),
+        ("head.category.bias".into(), vec![categories.len()]),
+    ])?;
+    candle_core::safetensors::save(&head, dir.join("head.safetensors"))?;
+    let pins = |d: &Path, names: &[&str]| -> Result<BTreeMap<String, String>> {
+        names
+            .iter()
+            .map(|n| Ok((n.to_string(), sha256_file(&d.join(n))?)))
+            .collect()
+    };
+    let manifest = DetectorManifest {
+        format: FORMAT,
+        name: "tiny-test".into(),
+        base: BaseRef {
+            name: "tiny-bert".into(),
+            dir: Some("base".into()),
+            hf_repo: None,
+            files: pins(&base, &crate::manifest::BASE_FILES)?,
+        },
+        files: pins(dir, &["head.safetensors"])?,
+        categories,
+        window: WindowSpec {
+            max_tokens: 16,
+            overlap: 4,
+        },
+        calibration: Calibration::default(),
+        thresholds: Thresholds {
+            strict: 0.6,
+            balanced: 0.5,
+            permissive: 0.4,
+        },
+        info: None,
+    };
+    manifest.write(dir)
+}
+
+/// Loads the formula tensors as a `VarBuilder`-ready map in `dtype` on `device`.
+pub fn tiny_tensors_on(device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    tiny_bert_tensors(&tiny_config())?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?.to_device(device)?)))
+        .collect()
+}

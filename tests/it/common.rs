@@ -1,0 +1,47 @@
+//! Shared helpers: tiny model directories, the real base encoder when present.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tiny detector model in a fresh temporary directory.
+pub fn tiny_model() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    tremble::testing::write_tiny_model(dir.path()).unwrap();
+    dir
+}
+
+/// The real base encoder's directory, or `None` (printing why the caller skips).
+pub fn real_base(test: &str) -> Option<PathBuf> {
+    let dir = repo().join("models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED {test}: real weights absent (run scripts/setup.sh)");
+        None
+    }
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+pub fn load_golden(name: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(repo().join("tests/golden").join(name), &Device::Cpu).unwrap()
+}
+
+pub fn write(path: &Path, content: impl AsRef<[u8]>) {
+    std::fs::write(path, content).unwrap();
+}
