@@ -5,7 +5,6 @@ Rebuilds the tiny model from the same weight formula, runs a padded batch of fix
 sequences through transformers' BertModel and stores ids, mask, last hidden states and mean
 pooling in tests/golden/tiny.safetensors. Usage: python3 scripts/golden_tiny.py tests/golden
 """
-import math
 import os
 import sys
 
@@ -25,16 +24,31 @@ IDS = [
 ]
 
 
+M64 = (1 << 64) - 1
+
+
+def mix(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
 def formula(name, n):
-    phase = sum((k + 1) * b for k, b in enumerate(name.encode())) % 997
-    phase = phase / 997 * 2 * math.pi
+    seed = 0xCBF29CE484222325
+    for b in name.encode():
+        seed = ((seed ^ b) * 0x100000001B3) & M64
     if name.endswith("LayerNorm.weight"):
         scale, offset = 0.1, 1.0
     elif name.endswith(".bias"):
         scale, offset = 0.02, 0.0
     else:
         scale, offset = 0.2, 0.0
-    return torch.tensor([scale * math.sin(0.37 * i + phase) + offset for i in range(n)], dtype=torch.float32)
+    vals = []
+    for i in range(n):
+        z = mix((seed + i * 0x9E3779B97F4A7C15) & M64)
+        u = (z >> 11) / float(1 << 53) * 2.0 - 1.0
+        vals.append(scale * u + offset)
+    return torch.tensor(vals, dtype=torch.float32)
 
 
 def main(out_dir):

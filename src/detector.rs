@@ -185,17 +185,26 @@ impl DetectorBuilder {
                 &device,
             )?);
         }
+        let head_hidden = match tensors.get("head.hidden.weight") {
+            Some(t) => t.dim(0)?,
+            None => 0,
+        };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let encoder = BertModel::load(vb.clone(), &config).map_err(|e| {
             Error::model_file(&weights_path, format!("does not fit config.json: {e}"))
         })?;
-        let head = ClassifierHead::load(vb, config.hidden_size, manifest.categories.len())
-            .map_err(|e| {
-                Error::model_file(
-                    &model_dir,
-                    format!("classifier head missing or malformed: {e}"),
-                )
-            })?;
+        let head = ClassifierHead::load(
+            vb,
+            config.hidden_size,
+            manifest.categories.len(),
+            head_hidden,
+        )
+        .map_err(|e| {
+            Error::model_file(
+                &model_dir,
+                format!("classifier head missing or malformed: {e}"),
+            )
+        })?;
         let threshold = match self.threshold {
             Threshold::Strict => manifest.thresholds.strict,
             Threshold::Balanced => manifest.thresholds.balanced,

@@ -24,13 +24,16 @@
 pub mod detector;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod manifest;
 pub mod models;
+pub mod rng;
 pub mod signals;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenize;
+pub mod train;
 pub mod verdict;
 pub mod weights;
 
@@ -39,3 +42,8 @@ pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use manifest::DetectorManifest;
 pub use verdict::{Category, ClassifierEvidence, Signals, Verdict};
+
+// The README's Rust examples run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

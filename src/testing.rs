@@ -75,25 +75,27 @@ pub fn tiny_vocab() -> Vec<String> {
     v
 }
 
-/// The formula every tiny weight follows: `scale · sin(0.37·i + phase(name)) + offset`, with
-/// `phase` from the tensor name's bytes. Python reproduces it to build golden outputs.
+/// The formula every tiny weight follows: `scale · u + offset` with `u` uniform in [−1, 1)
+/// from SplitMix64 of (FNV-1a of the tensor name + element index). Integer hashing, so Python
+/// reproduces it exactly (`scripts/golden_tiny.py`); pseudo-random, so the tiny encoder tells
+/// texts apart (a single sinusoid would leave its embeddings in a 2-D span).
 pub fn formula_values(name: &str, len: usize) -> Vec<f32> {
-    let phase = name
-        .bytes()
-        .enumerate()
-        .map(|(k, b)| (k as u64 + 1) * u64::from(b))
-        .sum::<u64>()
-        % 997;
-    let phase = phase as f64 / 997.0 * std::f64::consts::TAU;
+    let seed = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+    });
     let (scale, offset) = if name.ends_with("LayerNorm.weight") {
         (0.1, 1.0)
-    } else if name.ends_with("LayerNorm.bias") || name.ends_with(".bias") {
+    } else if name.ends_with(".bias") {
         (0.02, 0.0)
     } else {
         (0.2, 0.0)
     };
-    (0..len)
-        .map(|i| (scale * (0.37 * i as f64 + phase).sin() + offset) as f32)
+    (0..len as u64)
+        .map(|i| {
+            let z = crate::rng::mix(seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            (scale * u + offset) as f32
+        })
         .collect()
 }
 

@@ -14,7 +14,8 @@ fn load() -> Option<BertModel> {
         eprintln!("skipping encoder benches: run scripts/setup.sh to fetch the base encoder");
         return None;
     }
-    let cfg: BertConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    let cfg: BertConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
     let t = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).ok()?;
     BertModel::load(VarBuilder::from_tensors(t, DType::F32, &Device::Cpu), &cfg).ok()
 }
@@ -24,20 +25,26 @@ fn encoder(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_encoder_forward");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for &(b, t) in &[(1usize, 32usize), (1, 128), (8, 128), (32, 128)] {
-        let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 20000).collect();
+        let ids: Vec<u32> = (0..b * t)
+            .map(|i| 1000 + (i as u32 * 7919) % 20000)
+            .collect();
         let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
         let mask = ids.ones_like().unwrap();
         g.throughput(Throughput::Elements((b * t) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{b}x{t}")), &(), |bench, _| {
-            bench.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let h = model.forward(&ids, &mask).unwrap();
-                    let _ = mean_pool(&h, &mask).unwrap().to_vec2::<f32>().unwrap();
-                }
-                start.elapsed()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{b}x{t}")),
+            &(),
+            |bench, _| {
+                bench.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let h = model.forward(&ids, &mask).unwrap();
+                        let _ = mean_pool(&h, &mask).unwrap().to_vec2::<f32>().unwrap();
+                    }
+                    start.elapsed()
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -146,7 +146,9 @@ impl Attention {
     }
 }
 
-struct Layer {
+/// One encoder layer (attention + feed-forward, post-LayerNorm); public so that training can
+/// run and fine-tune the top layers over cached activations of the frozen lower ones.
+pub struct BertLayer {
     attention: Attention,
     intermediate: Linear,
     output: Linear,
@@ -154,8 +156,12 @@ struct Layer {
     relu: bool,
 }
 
-impl Layer {
-    fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+impl BertLayer {
+    /// Loads layer weights from `vb` (the `encoder.layer.N` prefix).
+    ///
+    /// # Errors
+    /// When a tensor is missing or misshapen.
+    pub fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
         Ok(Self {
             attention: Attention::load(vb.pp("attention"), c)?,
             intermediate: linear(
@@ -177,7 +183,11 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+    /// `x [B, T, H]` with the additive bias of [`attention_bias`].
+    ///
+    /// # Errors
+    /// On shape mismatch.
+    pub fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
         let a = self.attention.forward(x, mask_bias)?;
         let i = self.intermediate.forward(&a)?;
         let i = if self.relu { i.relu()? } else { i.gelu_erf()? };
@@ -188,7 +198,7 @@ impl Layer {
 /// A BERT encoder without pooler: ids in, last hidden states out.
 pub struct BertModel {
     embeddings: Embeddings,
-    layers: Vec<Layer>,
+    layers: Vec<BertLayer>,
     config: BertConfig,
 }
 
@@ -207,7 +217,7 @@ impl BertModel {
         };
         let embeddings = Embeddings::load(vb.pp("embeddings"), config)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), config))
+            .map(|i| BertLayer::load(vb.pp("encoder").pp("layer").pp(i), config))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings,

@@ -15,17 +15,20 @@ pub struct ClassifierHead {
 }
 
 impl ClassifierHead {
-    /// Loads `head.attack.*`, `head.category.*` and, when present, `head.hidden.*`
-    /// (a GELU hidden layer in front of both outputs).
+    /// Loads `head.attack.*`, `head.category.*` and, when `hidden > 0`, `head.hidden.*`
+    /// (a GELU layer of that width in front of both outputs).
     ///
     /// # Errors
     /// When tensors are missing or of the wrong shape.
-    pub fn load(vb: VarBuilder, hidden_size: usize, categories: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        hidden_size: usize,
+        categories: usize,
+        hidden: usize,
+    ) -> Result<Self> {
         let vb = vb.pp("head");
-        let (hidden, width) = if vb.contains_tensor("hidden.weight") {
-            let w = vb.get_unchecked("hidden.weight")?;
-            let inner = w.dim(0)?;
-            (Some(linear(hidden_size, inner, vb.pp("hidden"))?), inner)
+        let (hidden, width) = if hidden > 0 {
+            (Some(linear(hidden_size, hidden, vb.pp("hidden"))?), hidden)
         } else {
             (None, hidden_size)
         };

@@ -207,3 +207,53 @@ fn closed_output_pipe_exits_0() {
     writer.join().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn base_encoder_from_the_hugging_face_cache_when_offline() {
+    let m = tiny_model();
+    let hf_home = tempfile::tempdir().unwrap();
+    let repo_dir = hf_home.path().join("hub/models--tremble-test--tiny-bert");
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    write(&repo_dir.join("refs/main"), "0123abcd");
+    std::fs::create_dir_all(repo_dir.join("snapshots")).unwrap();
+    std::fs::rename(m.path().join("base"), repo_dir.join("snapshots/0123abcd")).unwrap();
+    let manifest_path = m.path().join("tremble.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["base"]["dir"] = "base".into();
+    manifest["base"]["hf_repo"] = "tremble-test/tiny-bert".into();
+    write(&manifest_path, manifest.to_string());
+
+    let run = |home: &std::path::Path| {
+        tremble()
+            .args(["score", "--model"])
+            .arg(m.path())
+            .env("HF_HOME", home)
+            .env("HF_HUB_OFFLINE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"hello world\n")?;
+                c.wait_with_output()
+            })
+            .unwrap()
+    };
+    let ok = run(hf_home.path());
+    assert!(
+        ok.status.code() == Some(0) || ok.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).lines().count(), 1);
+
+    let empty = tempfile::tempdir().unwrap();
+    let missing = run(empty.path());
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("HF_HUB_OFFLINE") && err.contains("scripts/setup.sh"),
+        "{err}"
+    );
+}

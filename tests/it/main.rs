@@ -4,3 +4,4 @@ mod cli;
 mod common;
 mod detector;
 mod parity;
+mod train;

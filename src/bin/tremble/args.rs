@@ -22,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Score records and write one JSONL verdict per record, in input order.
     Score(ScoreArgs),
+    /// Train a detector model on labelled JSONL (fine-tunes the top encoder layers and a head).
+    Train(crate::train::TrainArgs),
+    /// Evaluate a model on labelled JSONL: ROC AUC, recall at fixed FPR, per-source tables, reports.
+    Eval(crate::eval::EvalArgs),
 }
 
 /// Input formats.

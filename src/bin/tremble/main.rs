@@ -2,8 +2,10 @@
 //! Exit codes: 0 nothing flagged, 1 something flagged, 2 error; a closed output pipe exits 0.
 
 mod args;
+mod eval;
 mod io;
 mod score;
+mod train;
 
 use std::process::ExitCode;
 
@@ -12,10 +14,13 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = Cli::parse();
     init_logging(&cli);
     let result = match cli.command {
         Command::Score(a) => score::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a, command_line),
     };
     match result {
         Ok(code) => code,
@@ -45,6 +50,7 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_span_events(spans)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -134,7 +134,7 @@ fn ordered(v: Value) -> Value {
     Value::Object(out)
 }
 
-fn progress_bar(disabled: bool) -> ProgressBar {
+pub fn progress_bar(disabled: bool) -> ProgressBar {
     if disabled || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

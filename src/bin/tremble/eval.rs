@@ -1,0 +1,104 @@
+//! `tremble eval`: score a labelled JSONL file, print the summary, write the reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::ProgressStyle;
+use tremble::eval::report::Report;
+use tremble::eval::runner::{refuse_training_data, score_examples, utc_date};
+use tremble::train::data::read_examples;
+
+use crate::args::ModelArgs;
+use crate::score::load_detector;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Labelled JSONL (text, label, source, subtype, lang); never the model's training data.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Report directory [default: reports/<model>/<data file stem>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Records per scoring call.
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+    /// Records scored one at a time for the latency percentiles.
+    #[arg(long, default_value_t = 200)]
+    pub latency_sample: usize,
+    /// Evaluate only the first N records (quick checks; the report says so).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
+    let detector = load_detector(&a.model)?;
+    refuse_training_data(&detector, &a.data)?;
+    let mut examples =
+        read_examples(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
+    if let Some(n) = a.limit {
+        examples.truncate(n);
+    }
+    let bar = crate::score::progress_bar(false);
+    bar.set_length(examples.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{wide_bar} {pos}/{len} records {per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let run = score_examples(
+        &detector,
+        &examples,
+        a.chunk,
+        a.latency_sample,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+
+    let model = detector.manifest().name.clone();
+    let stem = a
+        .data
+        .file_stem()
+        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&model).join(&stem));
+    let data_name = match a.limit {
+        Some(n) => format!("{} (first {n} records)", a.data.display()),
+        None => a.data.display().to_string(),
+    };
+    let report = Report::build(
+        &format!("tremble eval — {model} on {stem}"),
+        &model,
+        &data_name,
+        &utc_date(),
+        &command_line,
+        &run.scored,
+        detector.threshold(),
+        &a.model.threshold,
+        &run.single_latencies_ms,
+        run.batch_seconds,
+    );
+    write_reports(&out, &report)?;
+    print!("{}", report.summary_text());
+    eprintln!("reports written to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_reports(out: &std::path::Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (name, text) in [
+        ("report.md", report.to_markdown()),
+        ("report.html", report.to_html()),
+        ("roc.svg", report.roc_svg()),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(out.join("report.json"), json)
+        .with_context(|| format!("cannot write {}", out.join("report.json").display()))
+}

@@ -1,0 +1,117 @@
+//! Scoring a labelled file with a detector for evaluation: batched scores for the metrics,
+//! a seeded sample scored one record at a time for request latencies, and the guard that
+//! refuses to report metrics on the data a model was trained on.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::detector::Detector;
+use crate::error::{Error, Result};
+use crate::eval::metrics::Scored;
+use crate::rng::Rng;
+use crate::train::data::Example;
+use crate::weights::sha256_file;
+
+/// Scores and timings of one evaluation run.
+pub struct EvalRun {
+    pub scored: Vec<Scored>,
+    /// Wall time of the batched scoring of every record.
+    pub batch_seconds: f64,
+    /// Latency of single-record calls (`Detector::score`) on a seeded sample.
+    pub single_latencies_ms: Vec<f64>,
+}
+
+/// Refuses `data` when its sha256 is among the files the model manifest says it trained on.
+///
+/// # Errors
+/// [`Error::Config`] naming the file when it is training data.
+pub fn refuse_training_data(detector: &Detector, data: &Path) -> Result<()> {
+    let sha = sha256_file(data)?;
+    let trained = detector
+        .manifest()
+        .info
+        .as_ref()
+        .and_then(|i| i["trained_on"].as_array().cloned())
+        .unwrap_or_default();
+    if trained
+        .iter()
+        .any(|t| t["sha256"].as_str() == Some(sha.as_str()))
+    {
+        return Err(Error::Config(format!(
+            "{} is the data model {} was trained on: metrics on training data are not reported",
+            data.display(),
+            detector.manifest().name
+        )));
+    }
+    Ok(())
+}
+
+/// Scores `examples` in chunks of `chunk` records, then times `latency_sample` single calls.
+///
+/// # Errors
+/// Scoring errors.
+pub fn score_examples(
+    detector: &Detector,
+    examples: &[Example],
+    chunk: usize,
+    latency_sample: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalRun> {
+    let started = Instant::now();
+    let mut scored = Vec::with_capacity(examples.len());
+    for part in examples.chunks(chunk.max(1)) {
+        let texts: Vec<&str> = part.iter().map(|e| e.text.as_str()).collect();
+        for (e, v) in part.iter().zip(detector.score_batch(&texts)?) {
+            scored.push(Scored {
+                score: v.score,
+                attack: e.is_attack(),
+                label: e.label.clone(),
+                source: e.source.clone(),
+                subtype: e.subtype.clone(),
+                lang: e.lang.clone(),
+            });
+        }
+        progress(scored.len(), examples.len());
+    }
+    let batch_seconds = started.elapsed().as_secs_f64();
+    let mut idx: Vec<usize> = (0..examples.len()).collect();
+    Rng::new(0x1A7E).shuffle(&mut idx);
+    let mut single_latencies_ms = Vec::new();
+    for &i in idx.iter().take(latency_sample) {
+        let t = Instant::now();
+        detector.score(&examples[i].text)?;
+        single_latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(EvalRun {
+        scored,
+        batch_seconds,
+        single_latencies_ms,
+    })
+}
+
+/// Today's UTC date as `YYYY-MM-DD` (civil-from-days, no time-zone data needed).
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn date_has_the_right_shape() {
+        let d = super::utc_date();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+    }
+}

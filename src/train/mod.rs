@@ -1,0 +1,308 @@
+//! Training a detector model: sample the data by group and source, hold out a calibration
+//! split by group, cache the frozen layers' activations, fine-tune the top layers and the head,
+//! calibrate, and export a model directory that `Detector` loads. Used by `tremble train`.
+
+pub mod calibrate;
+pub mod data;
+pub mod features;
+pub mod trainer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, BASE_FILES, FORMAT};
+use crate::models::bert::{BertConfig, BertModel};
+use crate::tokenize::{TextTokenizer, WindowSpec};
+use crate::weights::{load_safetensors, sha256_file};
+use data::{in_calibration, read_examples, row_weights, sample, Example, SampleCaps};
+use features::{FeatureJob, WindowFeatures};
+use trainer::{RowLabel, StepReport, TrainConfig, TrainModel};
+
+/// The attack categories, in head output order.
+pub const CATEGORIES: [&str; 3] = ["injection", "jailbreak", "adversarial"];
+
+/// Everything a training run needs.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub data: Vec<PathBuf>,
+    pub base_dir: PathBuf,
+    pub base_name: String,
+    pub hf_repo: Option<String>,
+    pub out_dir: PathBuf,
+    pub name: String,
+    pub cache_dir: PathBuf,
+    pub config: TrainConfig,
+    pub window: WindowSpec,
+    pub caps: SampleCaps,
+    pub max_windows_per_row: usize,
+    pub calibration_fraction: f64,
+    /// Use at most this many training rows (a quick run); calibration shrinks in proportion.
+    pub limit_rows: Option<usize>,
+}
+
+/// Progress of a run, for a progress bar.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Phase(String),
+    Features { done: usize, total: usize },
+    Step(StepReport),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    pub train_rows: usize,
+    pub calibration_rows: usize,
+    pub windows: usize,
+    pub steps: usize,
+    pub calibration: Calibration,
+    pub thresholds: Thresholds,
+    /// ROC AUC on the calibration split (held out from training, same origins).
+    pub calibration_auc: Option<f64>,
+}
+
+/// Runs a training job end to end and writes the model to `job.out_dir`.
+///
+/// # Errors
+/// Data, model-file, tensor and I/O errors, each naming its file.
+pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSummary> {
+    let cfg = &job.config;
+    job.window.validate()?;
+    progress(Progress::Phase("reading data".into()));
+    let mut examples = Vec::new();
+    for path in &job.data {
+        examples.extend(read_examples(path)?);
+    }
+    if let Some(bad) = examples
+        .iter()
+        .find(|e| crate::verdict::Category::from_label(&e.label).is_none())
+    {
+        return Err(Error::Config(format!(
+            "unknown label {:?} (expected benign, injection, jailbreak, adversarial)",
+            bad.label
+        )));
+    }
+    let (cal_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..examples.len()).partition(|&i| {
+        in_calibration(&examples[i].group_key(), cfg.seed, job.calibration_fraction)
+    });
+    let mut train_rows = sample(&examples, &train_idx, job.caps, cfg.seed);
+    let mut cal_rows = sample(&examples, &cal_idx, job.caps, cfg.seed.wrapping_add(1));
+    if let Some(limit) = job.limit_rows {
+        let frac = limit as f64 / train_rows.len().max(1) as f64;
+        let mut rng = crate::rng::Rng::new(cfg.seed ^ 0x11);
+        rng.shuffle(&mut train_rows);
+        rng.shuffle(&mut cal_rows);
+        train_rows.truncate(limit);
+        cal_rows.truncate(((cal_rows.len() as f64 * frac).ceil() as usize).max(20));
+    }
+    for (what, rows) in [("training", &train_rows), ("calibration", &cal_rows)] {
+        let attacks = rows.iter().filter(|&&i| examples[i].is_attack()).count();
+        if attacks == 0 || attacks == rows.len() {
+            return Err(Error::Config(format!(
+                "the {what} sample needs both benign and attack rows ({attacks} of {} are attacks)",
+                rows.len()
+            )));
+        }
+    }
+
+    progress(Progress::Phase("loading the base encoder".into()));
+    let config_path = job.base_dir.join("config.json");
+    let bert: BertConfig = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .map_err(|e| Error::model_file(&config_path, e.to_string()))?,
+    )
+    .map_err(|e| Error::model_file(&config_path, e.to_string()))?;
+    if cfg.train_layers > bert.num_hidden_layers {
+        return Err(Error::Config(format!(
+            "--train-layers {} exceeds the encoder's {} layers",
+            cfg.train_layers, bert.num_hidden_layers
+        )));
+    }
+    let tokenizer = TextTokenizer::from_file(&job.base_dir.join("tokenizer.json"))?;
+    let weights_path = job.base_dir.join("model.safetensors");
+    let base = load_safetensors(&weights_path, DType::F32, &Device::Cpu)?;
+    let encoder = BertModel::load(
+        VarBuilder::from_tensors(base.clone(), DType::F32, &Device::Cpu),
+        &bert,
+    )?;
+
+    progress(Progress::Phase(
+        "caching activations of the frozen layers".into(),
+    ));
+    let mut all_rows: Vec<usize> = train_rows.iter().chain(&cal_rows).copied().collect();
+    all_rows.sort_unstable();
+    let fjob = FeatureJob {
+        encoder: &encoder,
+        tokenizer: &tokenizer,
+        spec: job.window,
+        texts: all_rows
+            .iter()
+            .map(|&i| (i as u32, examples[i].text.as_str()))
+            .collect(),
+        layer: bert.num_hidden_layers - cfg.train_layers,
+        max_windows_per_row: job.max_windows_per_row,
+        batch_size: 32,
+        model_key: sha256_file(&weights_path)?,
+        cache_dir: job.cache_dir.clone(),
+    };
+    let feats = WindowFeatures::build(&fjob, &mut |done, total| {
+        progress(Progress::Features { done, total })
+    })?;
+
+    progress(Progress::Phase("training".into()));
+    let model = TrainModel::new(&base, &bert, CATEGORIES.len(), cfg)?;
+    let labels = row_labels(&examples, &train_rows);
+    let ckpt_dir = job.cache_dir.join(format!("checkpoint-{}", job.name));
+    let steps = trainer::train(&model, &feats, &labels, cfg, &ckpt_dir, &mut |s| {
+        progress(Progress::Step(s))
+    })?;
+    model.round_to_f16()?;
+
+    progress(Progress::Phase("calibrating".into()));
+    let by_row = feats.by_row();
+    let cal_u32: Vec<u32> = cal_rows.iter().map(|&i| i as u32).collect();
+    let logits: Vec<f32> = model
+        .row_logits(&feats, &cal_u32, &by_row)?
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
+    let truth: Vec<bool> = cal_rows.iter().map(|&i| examples[i].is_attack()).collect();
+    let calibration = calibrate::fit_platt(&logits, &truth);
+    let probs = calibrate::calibrated(&logits, calibration);
+    let benign: Vec<f32> = probs
+        .iter()
+        .zip(&truth)
+        .filter(|(_, &t)| !t)
+        .map(|(&p, _)| p)
+        .collect();
+    let thresholds = calibrate::preset_thresholds(&benign);
+    let scored: Vec<crate::eval::metrics::Scored> = cal_rows
+        .iter()
+        .zip(&probs)
+        .map(|(&i, &p)| scored(&examples[i], p))
+        .collect();
+    let summary = TrainSummary {
+        train_rows: train_rows.len(),
+        calibration_rows: cal_rows.len(),
+        windows: feats.len(),
+        steps,
+        calibration,
+        thresholds,
+        calibration_auc: crate::eval::metrics::roc_auc(&scored),
+    };
+
+    progress(Progress::Phase("writing the model".into()));
+    export(job, &model, &bert, &summary)?;
+    Ok(summary)
+}
+
+fn scored(e: &Example, p: f32) -> crate::eval::metrics::Scored {
+    crate::eval::metrics::Scored {
+        score: p,
+        attack: e.is_attack(),
+        label: e.label.clone(),
+        source: e.source.clone(),
+        subtype: e.subtype.clone(),
+        lang: e.lang.clone(),
+    }
+}
+
+fn row_labels(examples: &[Example], rows: &[usize]) -> Vec<RowLabel> {
+    let weights = row_weights(examples, rows);
+    rows.iter()
+        .zip(weights)
+        .map(|(&i, weight)| RowLabel {
+            row: i as u32,
+            attack: examples[i].is_attack(),
+            category: CATEGORIES
+                .iter()
+                .position(|c| *c == examples[i].label)
+                .unwrap_or(0) as u32,
+            weight,
+        })
+        .collect()
+}
+
+/// Writes `head.safetensors` (head in f32, fine-tuned layers in f16) and `tremble.json`.
+fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummary) -> Result<()> {
+    let out = &job.out_dir;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::io(format!("cannot create {}", out.display()), e))?;
+    let tensors: BTreeMap<String, Tensor> = {
+        let data = model
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("poisoned var map".into()))?;
+        data.iter()
+            .map(|(n, v)| {
+                let dtype = if n.starts_with("encoder.") {
+                    DType::F16
+                } else {
+                    DType::F32
+                };
+                Ok((n.clone(), v.as_tensor().to_dtype(dtype)?))
+            })
+            .collect::<Result<_>>()?
+    };
+    let head_path = out.join("head.safetensors");
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &head_path)?;
+    let mut pins = BTreeMap::new();
+    for f in BASE_FILES {
+        pins.insert(f.to_string(), sha256_file(&job.base_dir.join(f))?);
+    }
+    let data_pins: Vec<serde_json::Value> = job
+        .data
+        .iter()
+        .map(|p| Ok(serde_json::json!({"file": p.file_name().map(|f| f.to_string_lossy().into_owned()), "sha256": sha256_file(p)?})))
+        .collect::<Result<_>>()?;
+    let manifest = DetectorManifest {
+        format: FORMAT,
+        name: job.name.clone(),
+        base: BaseRef {
+            name: job.base_name.clone(),
+            dir: Some(relative_dir(out, &job.base_dir)),
+            hf_repo: job.hf_repo.clone(),
+            files: pins,
+        },
+        files: BTreeMap::from([("head.safetensors".to_string(), sha256_file(&head_path)?)]),
+        categories: CATEGORIES.map(String::from).to_vec(),
+        window: job.window,
+        calibration: s.calibration,
+        thresholds: s.thresholds,
+        info: Some(serde_json::json!({
+            "trained_on": data_pins,
+            "train": job.config,
+            "encoder_layers": bert.num_hidden_layers,
+            "sample": {"max_rows_per_group": job.caps.per_group, "max_rows_per_source": job.caps.per_source,
+                       "max_windows_per_row": job.max_windows_per_row, "calibration_fraction": job.calibration_fraction,
+                       "limit_rows": job.limit_rows},
+            "summary": s,
+        })),
+    };
+    manifest.write(out)
+}
+
+/// `to` relative to `from` when both share a parent directory chain, else `to` as given.
+fn relative_dir(from: &Path, to: &Path) -> PathBuf {
+    let (Ok(from), Ok(to)) = (from.canonicalize(), to.canonicalize()) else {
+        return to.to_path_buf();
+    };
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in common..from.components().count() {
+        rel.push("..");
+    }
+    for c in to.components().skip(common) {
+        rel.push(c);
+    }
+    rel
+}
