@@ -301,32 +301,29 @@ impl Detector {
     pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
         let spec = self.manifest.window;
-        let per_item: Vec<(usize, Vec<Vec<u32>>)> = {
+        // (content tokens, windows before the cap, the windows scored)
+        let per_item: Vec<(usize, usize, Vec<Vec<u32>>)> = {
             let _s = tracing::debug_span!("tokenize").entered();
             texts
                 .par_iter()
                 .map(|t| {
                     let ids = self.tokenizer.content_ids(t)?;
                     let mut w = self.tokenizer.frame(&ids, spec);
+                    let total = w.len();
                     w.truncate(self.max_windows);
-                    Ok((ids.len(), w))
+                    Ok((ids.len(), total, w))
                 })
                 .collect::<Result<_>>()?
         };
-        let total_windows: Vec<usize> = texts
-            .iter()
-            .zip(&per_item)
-            .map(|(_, (n, _))| spec.starts(*n).len())
-            .collect();
         let flat: Vec<&[u32]> = per_item
             .iter()
-            .flat_map(|(_, w)| w.iter().map(Vec::as_slice))
+            .flat_map(|(_, _, w)| w.iter().map(Vec::as_slice))
             .collect();
         let out = self.classify_windows(&flat)?;
 
         let mut verdicts = Vec::with_capacity(texts.len());
         let mut offset = 0;
-        for ((tokens, windows), total) in per_item.iter().zip(total_windows) {
+        for (tokens, total, windows) in &per_item {
             let n = windows.len();
             let scores = &out.attack[offset..offset + n];
             let (top, &score) = scores
@@ -335,7 +332,7 @@ impl Detector {
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .unwrap_or((0, &0.0));
             let cats = &out.categories[offset + top];
-            verdicts.push(self.verdict(score, cats, *tokens, total, n, top));
+            verdicts.push(self.verdict(score, cats, *tokens, *total, n, top));
             offset += n;
         }
         Ok(verdicts)
