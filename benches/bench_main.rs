@@ -1,5 +1,6 @@
-//! `cargo bench`: criterion groups, device-prefixed names, throughput in tokens.
+//! `cargo bench`: criterion groups, device-prefixed names, throughput in tokens (in bytes for
+//! the text-only stages such as normalization).
 
 mod benchmarks;
 
-criterion::criterion_main!(benchmarks::model::benches);
+criterion::criterion_main!(benchmarks::model::benches, benchmarks::normalize::benches);

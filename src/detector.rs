@@ -13,9 +13,14 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::manifest::{locate_base, DetectorManifest};
 use crate::models::bert::{mean_pool, BertConfig, BertModel};
+use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
 use crate::tokenize::TextTokenizer;
-use crate::verdict::{Category, ClassifierEvidence, Signals, Verdict};
+use crate::verdict::{
+    Category, ClassifierEvidence, DosEvidence, NormalizeEvidence, Signals, Verdict,
+};
+
+pub use crate::signals::dos::DEFAULT_MAX_BYTES;
 use crate::weights::{load_safetensors, verify_all};
 
 /// Name of the model shipped in `models/`.
@@ -62,6 +67,9 @@ pub struct DetectorBuilder {
     threshold: Threshold,
     batch_size: usize,
     max_windows: usize,
+    normalize: bool,
+    max_views: usize,
+    max_bytes: usize,
 }
 
 impl Default for DetectorBuilder {
@@ -73,6 +81,9 @@ impl Default for DetectorBuilder {
             threshold: Threshold::Balanced,
             batch_size: 32,
             max_windows: 64,
+            normalize: true,
+            max_views: DEFAULT_MAX_VIEWS,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -115,15 +126,37 @@ impl DetectorBuilder {
         self
     }
 
+    /// Whether to score normalized views (decoded hidden channels and encodings, folded
+    /// look-alikes, guessed inverses) besides the raw text (default on). Off, obfuscated
+    /// attacks go unseen and no obfuscation evidence is reported.
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.normalize = on;
+        self
+    }
+
+    /// Most extra views scored per input (default 4); each costs one more forward pass over
+    /// that input, and only inputs whose triggers fire have any.
+    pub fn max_views(mut self, n: usize) -> Self {
+        self.max_views = n;
+        self
+    }
+
+    /// Bytes of an input that are scored (default 256 KiB); a longer input is cut there and
+    /// flagged as resource abuse.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
     /// Loads and verifies the model.
     ///
     /// # Errors
     /// [`Error::ModelFile`]/[`Error::Checksum`] naming the file at fault, [`Error::Device`]
     /// when the device cannot be opened, [`Error::Config`] for invalid settings.
     pub fn build(self) -> Result<Detector> {
-        if self.batch_size == 0 || self.max_windows == 0 {
+        if self.batch_size == 0 || self.max_windows == 0 || self.max_bytes == 0 {
             return Err(Error::Config(
-                "batch size and max windows must be at least 1".into(),
+                "batch size, max windows and max bytes must be at least 1".into(),
             ));
         }
         let model_dir = match self.model_dir {
@@ -220,6 +253,9 @@ impl DetectorBuilder {
             threshold,
             batch_size: self.batch_size,
             max_windows: self.max_windows,
+            max_views: if self.normalize { self.max_views } else { 0 },
+            normalize: self.normalize,
+            max_bytes: self.max_bytes,
         })
     }
 }
@@ -250,6 +286,24 @@ pub struct Detector {
     threshold: f32,
     batch_size: usize,
     max_windows: usize,
+    normalize: bool,
+    max_views: usize,
+    max_bytes: usize,
+}
+
+/// One input prepared for scoring: the texts to score (raw first, then views) and the evidence
+/// gathered before the model ran.
+struct Prepared {
+    texts: Vec<(&'static str, String)>,
+    normalize: Option<NormalizeEvidence>,
+    dos: Option<DosEvidence>,
+}
+
+/// Tokens and windows of one scored text.
+struct Framed {
+    tokens: usize,
+    total: usize,
+    windows: Vec<Vec<u32>>,
 }
 
 impl Detector {
@@ -300,42 +354,124 @@ impl Detector {
     /// device failure.
     pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
+        let prepared: Vec<Prepared> = {
+            let _s = tracing::debug_span!("normalize").entered();
+            texts.par_iter().map(|t| self.prepare(t)).collect()
+        };
         let spec = self.manifest.window;
-        // (content tokens, windows before the cap, the windows scored)
-        let per_item: Vec<(usize, usize, Vec<Vec<u32>>)> = {
+        let framed: Vec<Vec<Framed>> = {
             let _s = tracing::debug_span!("tokenize").entered();
-            texts
+            prepared
                 .par_iter()
-                .map(|t| {
-                    let ids = self.tokenizer.content_ids(t)?;
-                    let mut w = self.tokenizer.frame(&ids, spec);
-                    let total = w.len();
-                    w.truncate(self.max_windows);
-                    Ok((ids.len(), total, w))
+                .map(|p| {
+                    p.texts
+                        .iter()
+                        .map(|(_, t)| {
+                            let ids = self.tokenizer.content_ids(t)?;
+                            let mut windows = self.tokenizer.frame(&ids, spec);
+                            let total = windows.len();
+                            windows.truncate(self.max_windows);
+                            Ok(Framed {
+                                tokens: ids.len(),
+                                total,
+                                windows,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<_>>()?
         };
-        let flat: Vec<&[u32]> = per_item
+        let flat: Vec<&[u32]> = framed
             .iter()
-            .flat_map(|(_, _, w)| w.iter().map(Vec::as_slice))
+            .flatten()
+            .flat_map(|f| f.windows.iter().map(Vec::as_slice))
             .collect();
         let out = self.classify_windows(&flat)?;
 
         let mut verdicts = Vec::with_capacity(texts.len());
         let mut offset = 0;
-        for (tokens, total, windows) in &per_item {
-            let n = windows.len();
-            let scores = &out.attack[offset..offset + n];
-            let (top, &score) = scores
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap_or((0, &0.0));
-            let cats = &out.categories[offset + top];
-            verdicts.push(self.verdict(score, cats, *tokens, *total, n, top));
-            offset += n;
+        for (prep, frames) in prepared.into_iter().zip(&framed) {
+            // (score, top window, offset of the text's first window) per scored text
+            let mut per_text = Vec::with_capacity(frames.len());
+            for f in frames {
+                let n = f.windows.len();
+                let (top, score) = out.attack[offset..offset + n]
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap_or((0, 0.0));
+                per_text.push((score, top, offset));
+                offset += n;
+            }
+            // A faithful reading of the whole text (the canonical folding, or blobs decoded in
+            // place) replaces the raw text: raw obfuscated text only adds the model's reaction
+            // to odd glyphs, which flags harmless text that was merely encoded or restyled.
+            // Payload-only and guessed views compete with it. Earlier texts win ties.
+            let faithful = prep.texts.iter().position(|(k, _)| {
+                *k == ViewKind::Normalized.name() || *k == ViewKind::Decoded.name()
+            });
+            let first_candidate = usize::from(faithful.is_some());
+            let mut best = faithful.unwrap_or(0);
+            for (i, t) in per_text.iter().enumerate().skip(first_candidate) {
+                if t.0 > per_text[best].0 {
+                    best = i;
+                }
+            }
+            let (score, top, first) = per_text[best];
+            let cats = out
+                .categories
+                .get(first + top)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let f = &frames[best];
+            let mut v = self.verdict(score, cats, f.tokens, f.total, f.windows.len(), top);
+            let mut normalize = prep.normalize;
+            if let Some(n) = normalize.as_mut() {
+                n.raw_score = per_text[0].0;
+                n.decided_by = prep.texts[best].0.to_string();
+                n.views = prep.texts[1..]
+                    .iter()
+                    .zip(&per_text[1..])
+                    .map(|((name, _), s)| (name.to_string(), s.0))
+                    .collect();
+            }
+            v.signals.normalize = normalize;
+            if let Some(d) = prep.dos {
+                if d.abuse && !v.flagged {
+                    v.flagged = true;
+                    v.category = Category::ResourceAbuse;
+                }
+                v.signals.dos = Some(d);
+            }
+            verdicts.push(v);
         }
         Ok(verdicts)
+    }
+
+    /// Applies the byte cap and repetition bounds, then the normalizer.
+    fn prepare(&self, text: &str) -> Prepared {
+        let (scored, dos) = crate::signals::dos::check(text, self.max_bytes);
+        let mut texts = vec![("raw", scored.to_string())];
+        let mut evidence = None;
+        if self.normalize {
+            let n = normalize(scored, self.max_views);
+            if !n.views.is_empty() || n.signals.any() {
+                texts.extend(n.views.into_iter().map(|v| (v.kind.name(), v.text)));
+                evidence = Some(NormalizeEvidence {
+                    decided_by: "raw".into(),
+                    raw_score: 0.0,
+                    views: Default::default(),
+                    fired: n.signals.fired().into_iter().map(String::from).collect(),
+                    counts: n.signals,
+                });
+            }
+        }
+        Prepared {
+            texts,
+            normalize: evidence,
+            dos,
+        }
     }
 
     fn verdict(
@@ -378,6 +514,8 @@ impl Detector {
                     windows_scored: scored,
                     top_window: top,
                 },
+                normalize: None,
+                dos: None,
             },
         }
     }

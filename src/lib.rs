@@ -25,9 +25,11 @@ pub mod detector;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod evasion;
 pub mod hub;
 pub mod manifest;
 pub mod models;
+pub mod normalize;
 pub mod rng;
 pub mod signals;
 #[doc(hidden)]
@@ -41,7 +43,7 @@ pub use detector::{default_model_dir, Detector, DetectorBuilder, Threshold, DEFA
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use manifest::DetectorManifest;
-pub use verdict::{Category, ClassifierEvidence, Signals, Verdict};
+pub use verdict::{Category, ClassifierEvidence, DosEvidence, NormalizeEvidence, Signals, Verdict};
 
 // The README's Rust examples run as doctests, so they stay true.
 #[cfg(doctest)]

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::normalize::ObfuscationSignals;
+
 /// What kind of input the detector judged it to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -51,7 +53,7 @@ impl Category {
 pub struct Verdict {
     /// Calibrated probability that the input is an attack, in [0, 1].
     pub score: f32,
-    /// `score >= threshold`.
+    /// `score >= threshold`, or a size/repetition bound fired (category `resource_abuse`).
     pub flagged: bool,
     /// The most likely attack category when flagged, `benign` otherwise.
     pub category: Category,
@@ -61,10 +63,59 @@ pub struct Verdict {
     pub signals: Signals,
 }
 
-/// Evidence per signal; a signal that did not run is absent.
+/// Evidence per signal; a signal that did not run or found nothing is absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Signals {
     pub classifier: ClassifierEvidence,
+    /// Present when the normalizer found a trick or scored an extra view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<NormalizeEvidence>,
+    /// Present when a size or repetition bound fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dos: Option<DosEvidence>,
+}
+
+impl Verdict {
+    /// Attack probability of the raw text alone, as a detector without normalization would
+    /// have scored it.
+    pub fn raw_score(&self) -> f32 {
+        self.signals
+            .normalize
+            .as_ref()
+            .map_or(self.signals.classifier.score, |n| n.raw_score)
+    }
+}
+
+/// What the normalizer found and how each view scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NormalizeEvidence {
+    /// The view whose score decided (`raw` when the text as given scored highest).
+    pub decided_by: String,
+    /// Calibrated attack probability of the raw text alone.
+    pub raw_score: f32,
+    /// Attack probability of each extra view scored, by view name.
+    pub views: BTreeMap<String, f32>,
+    /// Names of the obfuscation signals that fired.
+    pub fired: Vec<String>,
+    /// The counts behind them.
+    pub counts: ObfuscationSignals,
+}
+
+/// Size and repetition bounds that fired for an input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DosEvidence {
+    /// Input size in bytes.
+    pub bytes: usize,
+    /// Only the first `max_bytes` were scored.
+    pub truncated: bool,
+    /// Share of distinct chunks among the input's word chunks (low = repetitive).
+    pub distinct_ratio: f32,
+    /// The input repeats itself beyond the bound.
+    pub repetitive: bool,
+    /// Dialogue-turn markers found (many-shot stuffing).
+    pub turns: usize,
+    /// Whether the input counts as resource abuse.
+    pub abuse: bool,
 }
 
 /// What the transformer classifier saw.

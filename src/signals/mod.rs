@@ -1,3 +1,4 @@
 //! Signals: each one file, each turning model outputs or text into evidence for the verdict.
 
 pub mod classifier;
+pub mod dos;

@@ -3,5 +3,7 @@
 mod cli;
 mod common;
 mod detector;
+mod evasion;
+mod normalize;
 mod parity;
 mod train;

@@ -26,6 +26,9 @@ pub enum Command {
     Train(crate::train::TrainArgs),
     /// Evaluate a model on labelled JSONL: ROC AUC, recall at fixed FPR, per-source tables, reports.
     Eval(crate::eval::EvalArgs),
+    /// Evasion matrix: apply evasion transforms to sampled attack and benign rows of labelled
+    /// JSONL and report detection and FPR with and without normalization.
+    Evasion(crate::evasion::EvasionArgs),
 }
 
 /// Input formats.
@@ -62,6 +65,16 @@ pub struct ModelArgs {
     /// Most token windows scored per record (the verdict says when a record had more).
     #[arg(long, default_value_t = 64)]
     pub max_windows: usize,
+    /// Score only the raw text: no decoded or folded views (obfuscation goes unseen).
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Most extra views (decoded channels, folded text, guessed inverses) scored per record.
+    #[arg(long, default_value_t = tremble::normalize::DEFAULT_MAX_VIEWS)]
+    pub max_views: usize,
+    /// Bytes of a record that are scored; a longer record is cut there and flagged as
+    /// resource abuse.
+    #[arg(long, default_value_t = tremble::detector::DEFAULT_MAX_BYTES)]
+    pub max_bytes: usize,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod eval;
+mod evasion;
 mod io;
 mod score;
 mod train;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Command::Score(a) => score::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a, command_line),
+        Command::Evasion(a) => evasion::run(a, command_line),
     };
     match result {
         Ok(code) => code,

@@ -22,7 +22,10 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
         .device(device)
         .threshold(threshold)
         .batch_size(m.batch_size)
-        .max_windows(m.max_windows);
+        .max_windows(m.max_windows)
+        .normalize(!m.no_normalize)
+        .max_views(m.max_views)
+        .max_bytes(m.max_bytes);
     if let Some(dir) = &m.model {
         b = b.model_dir(dir);
     }
