@@ -105,7 +105,8 @@ pub fn scan(text: &str) -> HiddenScan {
             && is_tag(chars[i - 1])
             && chars.get(i + 1).is_some_and(|&n| is_tag(n))
         {
-            out.tag_payload.push(if c.is_whitespace() { ' ' } else { c });
+            out.tag_payload
+                .push(if c.is_whitespace() { ' ' } else { c });
         }
         if is_tag(c) {
             out.tag_chars += 1;
@@ -284,7 +285,12 @@ mod tests {
         assert_eq!(s.tag_chars, 16);
         assert_eq!(strip_invisible(&text), "hello 😈");
         // A newline and a non-ASCII letter left visible inside the run stay in the payload.
-        let split = format!("😈{}\n{}é{}", tags("line one"), tags("line two caf"), tags("!"));
+        let split = format!(
+            "😈{}\n{}é{}",
+            tags("line one"),
+            tags("line two caf"),
+            tags("!")
+        );
         assert_eq!(scan(&split).tag_payload, "line one line two café!");
     }
 
