@@ -404,13 +404,16 @@ impl Detector {
                 per_text.push((score, top, offset));
                 offset += n;
             }
-            // A faithful reading of the whole text (the canonical folding, or blobs decoded in
-            // place) replaces the raw text: raw obfuscated text only adds the model's reaction
-            // to odd glyphs, which flags harmless text that was merely encoded or restyled.
-            // Payload-only and guessed views compete with it. Earlier texts win ties.
-            let faithful = prep.texts.iter().position(|(k, _)| {
-                *k == ViewKind::Normalized.name() || *k == ViewKind::Decoded.name()
-            });
+            // A reading of the whole text (the canonical folding, blobs decoded in place, or a
+            // gated guess: de-leet, cipher, segmentation) replaces the raw text: raw obfuscated
+            // text only adds the classifier's reaction to odd glyphs, which flags harmless text
+            // that was merely encoded or restyled. Payload-only views (tags, selectors) compete
+            // with it, as does the raw carrier then. Earlier texts win ties.
+            let faithful =
+                prep.texts.iter().skip(1).position(|(k, _)| {
+                    *k != ViewKind::Tags.name() && *k != ViewKind::Selectors.name()
+                });
+            let faithful = faithful.map(|i| i + 1);
             let first_candidate = usize::from(faithful.is_some());
             let mut best = faithful.unwrap_or(0);
             for (i, t) in per_text.iter().enumerate().skip(first_candidate) {
