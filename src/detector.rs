@@ -2,6 +2,7 @@
 //! (verifying every file), tokenizes into windows, runs length-bucketed batches through the
 //! encoder and head, and assembles one `Verdict` per input.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -293,8 +294,8 @@ pub struct Detector {
 
 /// One input prepared for scoring: the texts to score (raw first, then views) and the evidence
 /// gathered before the model ran.
-struct Prepared {
-    texts: Vec<(&'static str, String)>,
+struct Prepared<'a> {
+    texts: Vec<(ViewKind, Cow<'a, str>)>,
     normalize: Option<NormalizeEvidence>,
     dos: Option<DosEvidence>,
 }
@@ -354,7 +355,7 @@ impl Detector {
     /// device failure.
     pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
-        let prepared: Vec<Prepared> = {
+        let prepared: Vec<Prepared<'_>> = {
             let _s = tracing::debug_span!("normalize").entered();
             texts.par_iter().map(|t| self.prepare(t)).collect()
         };
@@ -404,19 +405,18 @@ impl Detector {
                 per_text.push((score, top, offset));
                 offset += n;
             }
-            // A reading of the whole text (the canonical folding, blobs decoded in place, or a
-            // gated guess: de-leet, cipher, segmentation) replaces the raw text: raw obfuscated
-            // text only adds the classifier's reaction to odd glyphs, which flags harmless text
-            // that was merely encoded or restyled. Payload-only views (tags, selectors) compete
-            // with it, as does the raw carrier then. Earlier texts win ties.
-            let faithful =
-                prep.texts.iter().skip(1).position(|(k, _)| {
-                    *k != ViewKind::Tags.name() && *k != ViewKind::Selectors.name()
-                });
-            let faithful = faithful.map(|i| i + 1);
-            let first_candidate = usize::from(faithful.is_some());
-            let mut best = faithful.unwrap_or(0);
-            for (i, t) in per_text.iter().enumerate().skip(first_candidate) {
+            // A reading of the whole text (see `ViewKind::reads_whole_text`) replaces the raw
+            // text: raw obfuscated text only adds the classifier's reaction to odd glyphs, which
+            // flags harmless text that was merely encoded or restyled. Payload-only views
+            // (tags, selectors) compete with it. The first whole reading wins ties; otherwise the
+            // earliest text does.
+            let whole = prep.texts.iter().position(|(k, _)| k.reads_whole_text());
+            let mut best = whole.unwrap_or(0);
+            for (i, t) in per_text
+                .iter()
+                .enumerate()
+                .skip(usize::from(whole.is_some()))
+            {
                 if t.0 > per_text[best].0 {
                     best = i;
                 }
@@ -432,11 +432,11 @@ impl Detector {
             let mut normalize = prep.normalize;
             if let Some(n) = normalize.as_mut() {
                 n.raw_score = per_text[0].0;
-                n.decided_by = prep.texts[best].0.to_string();
+                n.decided_by = prep.texts[best].0.name().to_string();
                 n.views = prep.texts[1..]
                     .iter()
                     .zip(&per_text[1..])
-                    .map(|((name, _), s)| (name.to_string(), s.0))
+                    .map(|((kind, _), s)| (kind.name().to_string(), s.0))
                     .collect();
             }
             v.signals.normalize = normalize;
@@ -453,14 +453,14 @@ impl Detector {
     }
 
     /// Applies the byte cap and repetition bounds, then the normalizer.
-    fn prepare(&self, text: &str) -> Prepared {
+    fn prepare<'a>(&self, text: &'a str) -> Prepared<'a> {
         let (scored, dos) = crate::signals::dos::check(text, self.max_bytes);
-        let mut texts = vec![("raw", scored.to_string())];
+        let mut texts = vec![(ViewKind::Raw, Cow::Borrowed(scored))];
         let mut evidence = None;
         if self.normalize {
             let n = normalize(scored, self.max_views);
             if !n.views.is_empty() || n.signals.any() {
-                texts.extend(n.views.into_iter().map(|v| (v.kind.name(), v.text)));
+                texts.extend(n.views.into_iter().map(|v| (v.kind, Cow::Owned(v.text))));
                 evidence = Some(NormalizeEvidence {
                     decided_by: "raw".into(),
                     raw_score: 0.0,

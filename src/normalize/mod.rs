@@ -48,6 +48,12 @@ pub enum ViewKind {
 }
 
 impl ViewKind {
+    /// Whether the view is a reading of the whole input (so it can stand in for the raw text)
+    /// rather than a payload pulled out of it.
+    pub fn reads_whole_text(self) -> bool {
+        !matches!(self, ViewKind::Raw | ViewKind::Tags | ViewKind::Selectors)
+    }
+
     /// The view's name in evidence and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -172,31 +178,19 @@ pub fn normalize(text: &str, max_views: usize) -> Normalized {
     }
     let (canon, folded) = canonical_counted(text);
     signals.confusables = folded;
+    // Guesses are read off the canonical text; they rank after it.
+    let mut guesses = Vec::new();
     if let Some(d) = candidates::deleet(&canon) {
-        views.push(view(ViewKind::Deleet, d));
+        guesses.push(view(ViewKind::Deleet, d));
     }
-    for (name, v) in candidates::cipher_views(&canon) {
-        let kind = match name {
-            "rot13" => ViewKind::Rot13,
-            "atbash" => ViewKind::Atbash,
-            _ => ViewKind::Reversed,
-        };
-        views.push(view(kind, v));
+    for (kind, v) in candidates::cipher_views(&canon) {
+        guesses.push(view(kind, v));
     }
     if let Some(s) = candidates::segment_view(&canon) {
-        views.push(view(ViewKind::Segmented, s));
+        guesses.push(view(ViewKind::Segmented, s));
     }
-    // The canonical view goes before the guesses but after the decoded channels.
-    let decoded_channels = views
-        .iter()
-        .take_while(|v| {
-            matches!(
-                v.kind,
-                ViewKind::Tags | ViewKind::Selectors | ViewKind::Decoded
-            )
-        })
-        .count();
-    views.insert(decoded_channels, view(ViewKind::Normalized, canon));
+    views.push(view(ViewKind::Normalized, canon));
+    views.extend(guesses);
 
     let same_as_raw = tokenizer_equivalent(text);
     let mut kept: Vec<View> = Vec::new();
