@@ -30,6 +30,8 @@ pub mod hub;
 pub mod manifest;
 pub mod models;
 pub mod normalize;
+pub mod ops;
+pub mod perturb;
 pub mod rng;
 pub mod signals;
 #[doc(hidden)]

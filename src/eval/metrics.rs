@@ -251,6 +251,44 @@ pub fn per_lang(scored: &[Scored], threshold: f32) -> Vec<GroupRow> {
     per_key(scored, threshold, |s| &s.lang)
 }
 
+/// How well one attack source separates from all benign rows, independent of the operating
+/// threshold: pooled metrics hide a source the model cannot see behind sources it sees well.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceSeparation {
+    pub source: String,
+    /// Attack rows of this source.
+    pub n: usize,
+    /// ROC AUC of this source's attacks against every benign row.
+    pub auc: Option<f64>,
+    /// Recall of this source at the threshold that gives 1% FPR on all benign rows.
+    pub recall_at_1pct_fpr: f64,
+}
+
+/// One [`SourceSeparation`] per attack source, sorted by source.
+pub fn per_attack_source(scored: &[Scored]) -> Vec<SourceSeparation> {
+    let benign: Vec<Scored> = scored.iter().filter(|s| !s.attack).cloned().collect();
+    let benign_scores: Vec<f32> = benign.iter().map(|s| s.score).collect();
+    let t = threshold_at_fpr(&benign_scores, 0.01);
+    let mut sources: BTreeMap<&str, Vec<&Scored>> = BTreeMap::new();
+    for s in scored.iter().filter(|s| s.attack) {
+        sources.entry(s.source.as_str()).or_default().push(s);
+    }
+    sources
+        .into_iter()
+        .map(|(source, rows)| {
+            let mut pooled = benign.clone();
+            pooled.extend(rows.iter().map(|&s| s.clone()));
+            let hit = rows.iter().filter(|s| s.score >= t).count();
+            SourceSeparation {
+                source: source.to_string(),
+                n: rows.len(),
+                auc: roc_auc(&pooled),
+                recall_at_1pct_fpr: ratio(hit, rows.len()),
+            }
+        })
+        .collect()
+}
+
 /// Nearest-rank percentiles of `values`, with each `p` in percent (`50.0` is the median).
 ///
 /// Sorts a copy, ignoring NaNs; `p` is clamped to `[0, 100]`. Empty input gives one `0.0` per
@@ -476,6 +514,33 @@ mod tests {
         );
         let rows = per_lang(&[ex(0.1, false)], 0.5);
         assert_eq!(rows[0].key, "(none)");
+    }
+
+    #[test]
+    fn per_attack_source_separates_each_source_against_all_benign() {
+        let mut v: Vec<Scored> = (0..100).map(|k| ex(k as f32 / 100.0, false)).collect();
+        let src = |score: f32, source: &str| Scored {
+            source: source.into(),
+            ..ex(score, true)
+        };
+        v.extend([
+            src(0.995, "a"),
+            src(0.999, "a"),
+            src(0.5, "b"),
+            src(0.995, "b"),
+        ]);
+        let rows = per_attack_source(&v);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].source.as_str(), rows[0].n), ("a", 2));
+        assert!(close(rows[0].auc.unwrap(), 1.0));
+        assert!(close(rows[0].recall_at_1pct_fpr, 1.0));
+        // b: 0.5 beats 50 of 100 benign scores (one tie counts half), 0.995 beats all.
+        assert!(
+            close(rows[1].auc.unwrap(), (50.5 + 100.0) / 200.0),
+            "{:?}",
+            rows[1]
+        );
+        assert!(close(rows[1].recall_at_1pct_fpr, 0.5));
     }
 
     #[test]

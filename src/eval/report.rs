@@ -59,6 +59,9 @@ pub struct Report {
     pub confusion: Confusion,
     /// Flag rates by data source at the operating threshold.
     pub by_source: Vec<GroupRow>,
+    /// Each attack source against all benign rows: ROC AUC and recall at 1% FPR.
+    #[serde(default)]
+    pub by_attack_source: Vec<metrics::SourceSeparation>,
     /// Flag rates by subtype prefix at the operating threshold.
     pub by_subtype: Vec<GroupRow>,
     /// Flag rates by language at the operating threshold.
@@ -123,6 +126,7 @@ impl Report {
             threshold_name: threshold_name.to_string(),
             confusion: metrics::confusion(scored, threshold),
             by_source: metrics::per_source(scored, threshold),
+            by_attack_source: metrics::per_attack_source(scored),
             by_subtype: metrics::per_subtype(scored, threshold),
             by_lang: metrics::per_lang(scored, threshold),
             latency_ms,
@@ -393,6 +397,29 @@ impl Report {
                 &[column, "class", "n", "flagged", "rate"],
                 rows,
             ));
+        }
+        if !self.by_attack_source.is_empty() {
+            let rows = self
+                .by_attack_source
+                .iter()
+                .map(|r| {
+                    let auc = r.auc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+                    vec![
+                        r.source.clone(),
+                        r.n.to_string(),
+                        auc,
+                        pct(r.recall_at_1pct_fpr),
+                    ]
+                })
+                .collect();
+            tables.insert(
+                3,
+                Table::new(
+                    "Each attack source against all benign rows",
+                    &["source", "n", "ROC AUC", "recall @ 1% FPR"],
+                    rows,
+                ),
+            );
         }
         if !self.latency_ms.is_empty() {
             let rows = self

@@ -21,6 +21,8 @@ const SHARD_WINDOWS: usize = 1024;
 
 /// Hidden states after `layer` encoder layers for a set of windows.
 pub struct WindowFeatures {
+    /// Identifies the windows and weights these features were computed from.
+    key: u64,
     pub hidden: usize,
     pub layer: usize,
     /// Example index of each window.
@@ -35,11 +37,10 @@ pub struct FeatureJob<'a> {
     pub encoder: &'a BertModel,
     pub tokenizer: &'a TextTokenizer,
     pub spec: WindowSpec,
-    /// Example index and text of each row.
-    pub texts: Vec<(u32, &'a str)>,
+    /// Example index, text, and the most windows kept of each row (a longer row keeps that
+    /// many, evenly spaced, first and last included).
+    pub texts: Vec<(u32, &'a str, usize)>,
     pub layer: usize,
-    /// Rows with more windows keep this many, evenly spaced (first and last included).
-    pub max_windows_per_row: usize,
     pub batch_size: usize,
     /// Identifies the weights, so a cache is never reused across models.
     pub model_key: String,
@@ -47,6 +48,11 @@ pub struct FeatureJob<'a> {
 }
 
 impl WindowFeatures {
+    /// The cache key: equal keys mean the same windows of the same weights.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Number of windows.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -108,9 +114,9 @@ impl WindowFeatures {
         let per_row: Vec<Vec<(u32, Vec<u32>)>> = job
             .texts
             .par_iter()
-            .map(|&(row, text)| {
+            .map(|&(row, text, max_windows)| {
                 let w = job.tokenizer.windows(text, job.spec)?;
-                Ok(spread(w, job.max_windows_per_row)
+                Ok(spread(w, max_windows)
                     .into_iter()
                     .map(|w| (row, w))
                     .collect())
@@ -126,6 +132,7 @@ impl WindowFeatures {
 
         let hidden = job.encoder.config().hidden_size;
         let mut out = WindowFeatures {
+            key,
             hidden,
             layer: job.layer,
             rows: vec![],

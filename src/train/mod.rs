@@ -2,6 +2,7 @@
 //! split by group, cache the frozen layers' activations, fine-tune the top layers and the head,
 //! calibrate, and export a model directory that `Detector` loads. Used by `tremble train`.
 
+pub mod augment;
 pub mod calibrate;
 pub mod data;
 pub mod features;
@@ -18,6 +19,7 @@ use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, BASE_F
 use crate::models::bert::{BertConfig, BertModel};
 use crate::tokenize::{TextTokenizer, WindowSpec};
 use crate::weights::{load_safetensors, sha256_file};
+use augment::{splice_injections, SpliceConfig};
 use data::{in_calibration, read_examples, row_weights, sample, Example, SampleCaps};
 use features::{FeatureJob, WindowFeatures};
 use trainer::{RowLabel, StepReport, TrainConfig, TrainModel};
@@ -38,7 +40,13 @@ pub struct TrainJob {
     pub config: TrainConfig,
     pub window: WindowSpec,
     pub caps: SampleCaps,
+    /// Benign rows keep at most this many windows (evenly spaced) for training.
     pub max_windows_per_row: usize,
+    /// Attack rows keep at most this many: an injection sits in one window of a long document,
+    /// and the max over windows can only find it if that window is there.
+    pub max_windows_per_attack_row: usize,
+    /// Payloads spliced into benign documents of the training split (see [`augment`]).
+    pub splice: SpliceConfig,
     pub calibration_fraction: f64,
     /// Use at most this many training rows (a quick run); calibration shrinks in proportion.
     pub limit_rows: Option<usize>,
@@ -56,6 +64,8 @@ pub enum Progress {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainSummary {
     pub train_rows: usize,
+    /// Of `train_rows`, how many were made by splicing payloads into benign documents.
+    pub spliced_rows: usize,
     pub calibration_rows: usize,
     pub windows: usize,
     pub steps: usize,
@@ -91,14 +101,22 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     });
     let mut train_rows = sample(&examples, &train_idx, job.caps, cfg.seed);
     let mut cal_rows = sample(&examples, &cal_idx, job.caps, cfg.seed.wrapping_add(1));
+    let mut splice = job.splice;
     if let Some(limit) = job.limit_rows {
         let frac = limit as f64 / train_rows.len().max(1) as f64;
+        if frac < 1.0 {
+            splice.rows = (splice.rows as f64 * frac).ceil() as usize;
+        }
         let mut rng = crate::rng::Rng::new(cfg.seed ^ 0x11);
         rng.shuffle(&mut train_rows);
         rng.shuffle(&mut cal_rows);
         train_rows.truncate(limit);
         cal_rows.truncate(((cal_rows.len() as f64 * frac).ceil() as usize).max(20));
     }
+    let spliced = splice_injections(&examples, &train_idx, splice, cfg.seed);
+    let spliced_rows = spliced.len();
+    train_rows.extend(examples.len()..examples.len() + spliced_rows);
+    examples.extend(spliced);
     for (what, rows) in [("training", &train_rows), ("calibration", &cal_rows)] {
         let attacks = rows.iter().filter(|&&i| examples[i].is_attack()).count();
         if attacks == 0 || attacks == rows.len() {
@@ -141,10 +159,16 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         spec: job.window,
         texts: all_rows
             .iter()
-            .map(|&i| (i as u32, examples[i].text.as_str()))
+            .map(|&i| {
+                let max = if examples[i].is_attack() {
+                    job.max_windows_per_attack_row
+                } else {
+                    job.max_windows_per_row
+                };
+                (i as u32, examples[i].text.as_str(), max)
+            })
             .collect(),
         layer: bert.num_hidden_layers - cfg.train_layers,
-        max_windows_per_row: job.max_windows_per_row,
         batch_size: 32,
         model_key: sha256_file(&weights_path)?,
         cache_dir: job.cache_dir.clone(),
@@ -157,9 +181,16 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let model = TrainModel::new(&base, &bert, CATEGORIES.len(), cfg)?;
     let labels = row_labels(&examples, &train_rows);
     let ckpt_dir = job.cache_dir.join(format!("checkpoint-{}", job.name));
-    let steps = trainer::train(&model, &feats, &labels, cfg, &ckpt_dir, &mut |s| {
-        progress(Progress::Step(s))
-    })?;
+    let data_key = format!("{:016x}", feats.key());
+    let steps = trainer::train(
+        &model,
+        &feats,
+        &labels,
+        cfg,
+        &ckpt_dir,
+        &data_key,
+        &mut |s| progress(Progress::Step(s)),
+    )?;
     model.round_to_f16()?;
 
     progress(Progress::Phase("calibrating".into()));
@@ -187,6 +218,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         .collect();
     let summary = TrainSummary {
         train_rows: train_rows.len(),
+        spliced_rows,
         calibration_rows: cal_rows.len(),
         windows: feats.len(),
         steps,
@@ -279,7 +311,9 @@ fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummar
             "train": job.config,
             "encoder_layers": bert.num_hidden_layers,
             "sample": {"max_rows_per_group": job.caps.per_group, "max_rows_per_source": job.caps.per_source,
-                       "max_windows_per_row": job.max_windows_per_row, "calibration_fraction": job.calibration_fraction,
+                       "max_windows_per_row": job.max_windows_per_row,
+                       "max_windows_per_attack_row": job.max_windows_per_attack_row,
+                       "splice": job.splice, "calibration_fraction": job.calibration_fraction,
                        "limit_rows": job.limit_rows},
             "summary": s,
         })),

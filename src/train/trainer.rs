@@ -240,6 +240,7 @@ pub fn train(
     labels: &[RowLabel],
     cfg: &TrainConfig,
     checkpoint_dir: &Path,
+    data_key: &str,
     report: &mut dyn FnMut(StepReport),
 ) -> Result<usize> {
     let by_row = feats.by_row();
@@ -267,7 +268,7 @@ pub fn train(
     let mut opt_head = adamw(head_vars, cfg.lr_head)?;
     let mut opt_layers = adamw(layer_vars, cfg.lr_layers)?;
 
-    let ckpt = Checkpoint::new(checkpoint_dir, cfg);
+    let ckpt = Checkpoint::new(checkpoint_dir, cfg, data_key, &labels);
     let start_step = ckpt.resume(&model.varmap)?;
     let started = Instant::now();
     let warmup = (total / 20).max(1);
@@ -395,14 +396,24 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn new(dir: &Path, cfg: &TrainConfig) -> Self {
+    /// A checkpoint resumes only a run of the same configuration on the same windows and
+    /// labels; the step bounds may differ (a run stopped by them is meant to be continued).
+    fn new(dir: &Path, cfg: &TrainConfig, data_key: &str, labels: &[RowLabel]) -> Self {
         let mut c = cfg.clone();
         c.max_steps = None;
         c.max_minutes = None;
+        let mut h = crate::rng::hash_str(0, data_key);
+        for l in labels {
+            h = crate::rng::mix(
+                h ^ (u64::from(l.row) << 32 | u64::from(l.category) << 1 | u64::from(l.attack)),
+            );
+            h = crate::rng::mix(h ^ u64::from(l.weight.to_bits()));
+        }
+        let config = serde_json::to_string(&c).unwrap_or_default();
         Self {
             weights: dir.join("checkpoint.safetensors"),
             state: dir.join("checkpoint.json"),
-            config: serde_json::to_string(&c).unwrap_or_default(),
+            config: format!("{config} data {h:016x}"),
         }
     }
 

@@ -6,4 +6,5 @@ mod detector;
 mod evasion;
 mod normalize;
 mod parity;
+mod perturb;
 mod train;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use tremble::tokenize::WindowSpec;
+use tremble::train::augment::SpliceConfig;
 use tremble::train::data::SampleCaps;
 use tremble::train::trainer::TrainConfig;
 use tremble::train::{run, TrainJob};
@@ -63,6 +64,8 @@ fn job(
             per_source: 1500,
         },
         max_windows_per_row: 2,
+        max_windows_per_attack_row: 4,
+        splice: SpliceConfig::default(),
         calibration_fraction: 0.25,
         limit_rows: None,
     }

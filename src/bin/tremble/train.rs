@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tremble::train::augment::SpliceConfig;
 use tremble::train::data::SampleCaps;
 use tremble::train::trainer::TrainConfig;
 use tremble::train::{Progress, TrainJob};
@@ -58,9 +59,16 @@ pub struct TrainArgs {
     /// Per (source, label).
     #[arg(long, default_value_t = 1500)]
     pub max_rows_per_source: usize,
-    /// Long rows keep this many evenly spaced windows for training.
+    /// Long benign rows keep this many evenly spaced windows for training.
     #[arg(long, default_value_t = 3)]
     pub max_windows_per_row: usize,
+    /// Long attack rows keep this many (an injection may sit in any window of a document).
+    #[arg(long, default_value_t = 8)]
+    pub max_windows_per_attack_row: usize,
+    /// Training rows made by splicing short attack texts of the training split into its benign
+    /// documents (start, middle or end); 0 turns the augmentation off.
+    #[arg(long, default_value_t = 2000)]
+    pub splice_rows: usize,
     /// Fraction of groups held out for calibration.
     #[arg(long, default_value_t = 0.15)]
     pub calibration_fraction: f64,
@@ -122,6 +130,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             per_source: a.max_rows_per_source,
         },
         max_windows_per_row: a.max_windows_per_row,
+        max_windows_per_attack_row: a.max_windows_per_attack_row,
+        splice: SpliceConfig {
+            rows: a.splice_rows,
+            ..SpliceConfig::default()
+        },
         calibration_fraction: a.calibration_fraction,
         limit_rows: a.limit_rows,
     };
@@ -130,9 +143,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         tremble::train::run(&job, &mut |p| display.update(p)).context("training failed")?;
     display.bar.finish_and_clear();
     eprintln!(
-        "trained {} steps on {} rows ({} windows); calibration split: {} rows, ROC AUC {}",
+        "trained {} steps on {} rows ({} spliced; {} windows); calibration split: {} rows, ROC AUC {}",
         summary.steps,
         summary.train_rows,
+        summary.spliced_rows,
         summary.windows,
         summary.calibration_rows,
         summary
