@@ -166,13 +166,16 @@ fn real_training_on_a_2000_row_sample() {
     );
     j.limit_rows = Some(2000);
     j.max_windows_per_row = 1;
+    j.max_windows_per_attack_row = 1;
     let started = std::time::Instant::now();
     let summary = run(&j, &mut |_| {}).unwrap();
     eprintln!(
         "2,000-row training: {:.0} s, {summary:?}",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(summary.train_rows, 2000);
+    // The 2,000 sampled rows plus spliced rows in proportion to the sample.
+    assert!(summary.spliced_rows > 0, "{summary:?}");
+    assert_eq!(summary.train_rows, 2000 + summary.spliced_rows);
     let d = Detector::builder()
         .model_dir(&out)
         .device(DeviceChoice::Cpu)
