@@ -58,14 +58,8 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     let model = detector.manifest().name.clone();
-    let stem = a
-        .data
-        .file_stem()
-        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&model).join(&stem));
+    let stem = data_stem(&a.data);
+    let out = a.out.clone().unwrap_or_else(|| report_dir(&model, &stem));
     let data_name = match a.limit {
         Some(n) => format!("{} (first {n} records)", a.data.display()),
         None => a.data.display().to_string(),
@@ -101,4 +95,15 @@ fn write_reports(out: &std::path::Path, report: &Report) -> Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     std::fs::write(out.join("report.json"), json)
         .with_context(|| format!("cannot write {}", out.join("report.json").display()))
+}
+
+/// The data file's name without extension, naming its reports.
+pub fn data_stem(data: &std::path::Path) -> String {
+    data.file_stem()
+        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The default report directory of a model's run on a data set: `reports/<model>/<name>`.
+pub fn report_dir(model: &str, name: &str) -> PathBuf {
+    PathBuf::from("reports").join(model).join(name)
 }

@@ -22,6 +22,7 @@ use tremble::train::data::{read_examples, Example};
 use tremble::{Category, Detector, Verdict};
 
 use crate::args::ModelArgs;
+use crate::eval::{data_stem, report_dir};
 use crate::score::{load_detector, progress_bar};
 
 /// Texts per `score_batch` call.
@@ -180,15 +181,11 @@ pub fn run(a: EvasionArgs, command_line: String) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     let model = detector.manifest().name.clone();
-    let stem = a
-        .data
-        .file_stem()
-        .map_or_else(|| "data".into(), |s| s.to_string_lossy().into_owned());
-    let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("reports")
-            .join(&model)
-            .join(format!("evasion-{stem}"))
-    });
+    let stem = data_stem(&a.data);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| report_dir(&model, &format!("evasion-{stem}")));
     print!("{}", table(&cells, false));
     let header = Header {
         title: format!("tremble evasion — {model} on {stem}"),
