@@ -16,9 +16,11 @@ use crate::manifest::{locate_base, DetectorManifest};
 use crate::models::bert::{mean_pool, BertConfig, BertModel};
 use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
+use crate::signals::sensitivity::{fusion_inputs, Fusion, PerturbPolicy, PerturbSettings};
 use crate::tokenize::TextTokenizer;
 use crate::verdict::{
-    Category, ClassifierEvidence, DosEvidence, NormalizeEvidence, Signals, Verdict,
+    Category, ClassifierEvidence, DosEvidence, NormalizeEvidence, SensitivityEvidence, Signals,
+    Verdict,
 };
 
 pub use crate::signals::dos::DEFAULT_MAX_BYTES;
@@ -71,6 +73,7 @@ pub struct DetectorBuilder {
     normalize: bool,
     max_views: usize,
     max_bytes: usize,
+    perturb: PerturbSettings,
 }
 
 impl Default for DetectorBuilder {
@@ -85,6 +88,7 @@ impl Default for DetectorBuilder {
             normalize: true,
             max_views: DEFAULT_MAX_VIEWS,
             max_bytes: DEFAULT_MAX_BYTES,
+            perturb: PerturbSettings::default(),
         }
     }
 }
@@ -149,6 +153,31 @@ impl DetectorBuilder {
         self
     }
 
+    /// Which inputs get the perturbation-sensitivity check (default [`PerturbPolicy::Auto`]).
+    pub fn perturb(mut self, policy: PerturbPolicy) -> Self {
+        self.perturb.policy = policy;
+        self
+    }
+
+    /// Perturbed copies per checked input (default 8; the model's fusion was fitted with the
+    /// count its manifest names, so another count shifts the fused score's calibration).
+    pub fn perturb_copies(mut self, k: usize) -> Self {
+        self.perturb.copies = k;
+        self
+    }
+
+    /// Edit rate of each copy (default 0.1; see the note on [`Self::perturb_copies`]).
+    pub fn perturb_rate(mut self, q: f64) -> Self {
+        self.perturb.rate = q;
+        self
+    }
+
+    /// Seed of the perturbed copies (default fixed, so verdicts repeat run to run).
+    pub fn perturb_seed(mut self, seed: u64) -> Self {
+        self.perturb.seed = seed;
+        self
+    }
+
     /// Loads and verifies the model.
     ///
     /// # Errors
@@ -169,8 +198,17 @@ impl DetectorBuilder {
                 ))
             })?,
         };
+        self.perturb.validate()?;
         let manifest = DetectorManifest::read(&model_dir)?;
         verify_all(&model_dir, &manifest.files)?;
+        if let Some(f) = &manifest.fusion {
+            f.validate().map_err(|e| {
+                Error::model_file(
+                    model_dir.join(crate::manifest::MANIFEST_FILE),
+                    e.to_string(),
+                )
+            })?;
+        }
         let base_dir = locate_base(&model_dir, &manifest.base, self.base_dir.as_deref())?;
         verify_all(&base_dir, &manifest.base.files)?;
 
@@ -239,19 +277,16 @@ impl DetectorBuilder {
                 format!("classifier head missing or malformed: {e}"),
             )
         })?;
-        let threshold = match self.threshold {
-            Threshold::Strict => manifest.thresholds.strict,
-            Threshold::Balanced => manifest.thresholds.balanced,
-            Threshold::Permissive => manifest.thresholds.permissive,
-            Threshold::Value(v) => v,
-        };
+        let fusion = manifest.fusion.clone();
         Ok(Detector {
             encoder,
             head,
             tokenizer,
             device,
             manifest,
-            threshold,
+            threshold: self.threshold,
+            fusion,
+            perturb: self.perturb,
             batch_size: self.batch_size,
             max_windows: self.max_windows,
             max_views: if self.normalize { self.max_views } else { 0 },
@@ -284,7 +319,9 @@ pub struct Detector {
     tokenizer: TextTokenizer,
     device: Device,
     manifest: DetectorManifest,
-    threshold: f32,
+    threshold: Threshold,
+    fusion: Option<Fusion>,
+    perturb: PerturbSettings,
     batch_size: usize,
     max_windows: usize,
     normalize: bool,
@@ -305,6 +342,24 @@ struct Framed {
     tokens: usize,
     total: usize,
     windows: Vec<Vec<u32>>,
+    /// Byte span of each content token in the text.
+    offsets: Vec<(usize, usize)>,
+}
+
+/// Which scored text of an input decided: `per_text` holds (score, top window, offset of the
+/// text's first window) per text, `best` indexes it.
+struct Decided {
+    best: usize,
+    per_text: Vec<(f32, usize, usize)>,
+    obfuscated: bool,
+}
+
+/// The outcome of the sensitivity check on one input.
+#[derive(Clone)]
+struct Check {
+    score: f32,
+    fused: bool,
+    evidence: SensitivityEvidence,
 }
 
 impl Detector {
@@ -313,9 +368,36 @@ impl Detector {
         DetectorBuilder::default()
     }
 
-    /// The threshold in use.
+    /// The threshold in use with the configured perturbation policy.
     pub fn threshold(&self) -> f32 {
-        self.threshold
+        self.threshold_for(self.perturb.policy)
+    }
+
+    /// The threshold under `policy`: a preset resolves to the fused detector's threshold when
+    /// the check can run and the model has a fusion, else to the classifier's.
+    pub fn threshold_for(&self, policy: PerturbPolicy) -> f32 {
+        let presets = match (&self.fusion, policy) {
+            (Some(f), PerturbPolicy::Auto | PerturbPolicy::Always) => f.thresholds,
+            _ => self.manifest.thresholds,
+        };
+        match self.threshold {
+            Threshold::Strict => presets.strict,
+            Threshold::Balanced => presets.balanced,
+            Threshold::Permissive => presets.permissive,
+            Threshold::Value(v) => v,
+        }
+    }
+
+    /// The perturbation-sensitivity settings.
+    pub fn perturb_settings(&self) -> PerturbSettings {
+        self.perturb
+    }
+
+    /// The base scores the `auto` policy checks: between the classifier's permissive and
+    /// strict thresholds, where a few points of score decide.
+    pub fn uncertainty_band(&self) -> (f32, f32) {
+        let t = self.manifest.thresholds;
+        (t.permissive.min(t.strict), t.strict.max(t.permissive))
     }
 
     /// The loaded model's manifest.
@@ -354,6 +436,15 @@ impl Detector {
     /// [`Error::Tokenizer`] if the tokenizer fails on an input, [`Error::Tensor`] on a
     /// device failure.
     pub fn score_batch(&self, texts: &[&str]) -> Result<Vec<Verdict>> {
+        self.score_batch_with(texts, self.perturb.policy)
+    }
+
+    /// [`Self::score_batch`] under another perturbation policy than the configured one (for
+    /// side-by-side measurements; the threshold follows, see [`Self::threshold_for`]).
+    ///
+    /// # Errors
+    /// As [`Self::score_batch`].
+    pub fn score_batch_with(&self, texts: &[&str], policy: PerturbPolicy) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
         let prepared: Vec<Prepared<'_>> = {
             let _s = tracing::debug_span!("normalize").entered();
@@ -368,7 +459,7 @@ impl Detector {
                     p.texts
                         .iter()
                         .map(|(_, t)| {
-                            let ids = self.tokenizer.content_ids(t)?;
+                            let (ids, offsets) = self.tokenizer.content_ids_with_offsets(t)?;
                             let mut windows = self.tokenizer.frame(&ids, spec);
                             let total = windows.len();
                             windows.truncate(self.max_windows);
@@ -376,6 +467,7 @@ impl Detector {
                                 tokens: ids.len(),
                                 total,
                                 windows,
+                                offsets,
                             })
                         })
                         .collect::<Result<Vec<_>>>()
@@ -389,9 +481,9 @@ impl Detector {
             .collect();
         let out = self.classify_windows(&flat)?;
 
-        let mut verdicts = Vec::with_capacity(texts.len());
+        let mut decided = Vec::with_capacity(texts.len());
         let mut offset = 0;
-        for (prep, frames) in prepared.into_iter().zip(&framed) {
+        for (prep, frames) in prepared.iter().zip(&framed) {
             // (score, top window, offset of the text's first window) per scored text
             let mut per_text = Vec::with_capacity(frames.len());
             for f in frames {
@@ -421,21 +513,49 @@ impl Detector {
                     best = i;
                 }
             }
-            let (score, top, first) = per_text[best];
+            decided.push(Decided {
+                best,
+                per_text,
+                obfuscated: prep.normalize.as_ref().is_some_and(|n| !n.fired.is_empty()),
+            });
+        }
+
+        let checks = self.sensitivity_checks(policy, &prepared, &framed, &decided, &out)?;
+
+        let threshold = self.threshold_for(policy);
+        let mut verdicts = Vec::with_capacity(texts.len());
+        for (((prep, frames), d), check) in
+            prepared.into_iter().zip(&framed).zip(&decided).zip(checks)
+        {
+            let (score, top, first) = d.per_text[d.best];
             let cats = out
                 .categories
                 .get(first + top)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            let f = &frames[best];
-            let mut v = self.verdict(score, cats, f.tokens, f.total, f.windows.len(), top);
+            let f = &frames[d.best];
+            let final_score = check
+                .as_ref()
+                .and_then(|c| c.fused.then_some(c.score))
+                .unwrap_or(score);
+            let mut v = self.verdict(
+                final_score,
+                threshold,
+                cats,
+                f.tokens,
+                f.total,
+                f.windows.len(),
+                top,
+            );
+            v.signals.classifier.score = score;
+            v.signals.sensitivity = check.map(|c| c.evidence);
             let mut normalize = prep.normalize;
             if let Some(n) = normalize.as_mut() {
-                n.raw_score = per_text[0].0;
-                n.decided_by = prep.texts[best].0.name().to_string();
+                n.raw_score = d.per_text[0].0;
+                n.decided_by = prep.texts[d.best].0.name().to_string();
                 n.views = prep.texts[1..]
                     .iter()
-                    .zip(&per_text[1..])
+                    .zip(&d.per_text[1..])
                     .map(|((kind, _), s)| (kind.name().to_string(), s.0))
                     .collect();
             }
@@ -450,6 +570,115 @@ impl Detector {
             verdicts.push(v);
         }
         Ok(verdicts)
+    }
+
+    /// Runs the perturbation-sensitivity check on the inputs `policy` selects: K perturbed
+    /// copies of the window that decided each one, all scored in one batched pass, reduced
+    /// by the fused sensitivity op, and fused with the base score when the model has a fusion.
+    fn sensitivity_checks(
+        &self,
+        policy: PerturbPolicy,
+        prepared: &[Prepared<'_>],
+        framed: &[Vec<Framed>],
+        decided: &[Decided],
+        out: &HeadOutput,
+    ) -> Result<Vec<Option<Check>>> {
+        let mut checks: Vec<Option<Check>> = vec![None; decided.len()];
+        if policy == PerturbPolicy::Never {
+            return Ok(checks);
+        }
+        let _s = tracing::debug_span!("sensitivity").entered();
+        let band = self.uncertainty_band();
+        let body = self.manifest.window.max_tokens - 2;
+        let k = self.perturb.copies;
+        // (input, reason) of each checked input, and its copies' windows in order
+        let selected: Vec<(usize, &'static str)> = decided
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let (score, _, _) = d.per_text[d.best];
+                let frames = &framed[i][d.best];
+                if frames.tokens == 0 || !policy.selects(score, d.obfuscated, band) {
+                    return None;
+                }
+                let reason = match policy {
+                    PerturbPolicy::Always => "always",
+                    _ if d.obfuscated => "obfuscation",
+                    _ => "band",
+                };
+                Some((i, reason))
+            })
+            .collect();
+        if selected.is_empty() {
+            return Ok(checks);
+        }
+        let copies: Vec<Vec<Vec<u32>>> = selected
+            .par_iter()
+            .map(|&(i, _)| {
+                let d = &decided[i];
+                let f = &framed[i][d.best];
+                let (_, top, _) = d.per_text[d.best];
+                let starts = self.manifest.window.starts(f.tokens);
+                let s = starts.get(top).copied().unwrap_or(0);
+                let e = f.tokens.min(s + body);
+                let text = &prepared[i].texts[d.best].1;
+                // Offsets are byte spans; a tokenizer that reports them otherwise falls back to
+                // the whole text rather than panic on a split character.
+                let span = text.get(f.offsets[s].0..f.offsets[e - 1].1).unwrap_or(text);
+                self.perturb
+                    .copies_of(span)
+                    .iter()
+                    .map(|c| {
+                        let mut ids = self.tokenizer.content_ids(c)?;
+                        ids.truncate(body);
+                        Ok(self.tokenizer.frame(&ids, self.manifest.window).remove(0))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        let flat: Vec<&[u32]> = copies.iter().flatten().map(Vec::as_slice).collect();
+        let copy_out = self.classify_windows(&flat)?;
+
+        let labels = 1 + self.manifest.categories.len();
+        let mut probs = Vec::with_capacity(selected.len() * (1 + k) * labels);
+        let mut push = |a: f32, cats: &[f32]| {
+            probs.push(1.0 - a);
+            probs.extend((0..labels - 1).map(|c| a * cats.get(c).copied().unwrap_or(0.0)));
+        };
+        for (n, &(i, _)) in selected.iter().enumerate() {
+            let (score, top, first) = decided[i].per_text[decided[i].best];
+            push(score, &out.categories[first + top]);
+            for j in n * k..(n + 1) * k {
+                push(copy_out.attack[j], &copy_out.categories[j]);
+            }
+        }
+        let probs = Tensor::from_vec(probs, (selected.len(), 1 + k, labels), &Device::Cpu)?;
+        let feats =
+            crate::ops::sensitivity(&probs, self.manifest.thresholds.balanced)?.to_vec2::<f32>()?;
+        for ((i, reason), f) in selected.into_iter().zip(feats) {
+            let d = &decided[i];
+            let base = d.per_text[d.best].0;
+            let fused = self
+                .fusion
+                .as_ref()
+                .map(|m| m.apply(&fusion_inputs(base, &f, d.obfuscated)));
+            checks[i] = Some(Check {
+                score: fused.unwrap_or(base),
+                fused: fused.is_some(),
+                evidence: SensitivityEvidence {
+                    reason: reason.into(),
+                    copies: k,
+                    base_score: base,
+                    mean: f[0],
+                    std: f[1],
+                    flip_rate: f[2],
+                    max_abs_delta: f[3],
+                    js_mean: f[4],
+                    fused: fused.is_some(),
+                },
+            });
+        }
+        Ok(checks)
     }
 
     /// Applies the byte cap and repetition bounds, then the normalizer.
@@ -477,16 +706,18 @@ impl Detector {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn verdict(
         &self,
         score: f32,
+        threshold: f32,
         cats: &[f32],
         tokens: usize,
         windows: usize,
         scored: usize,
         top: usize,
     ) -> Verdict {
-        let flagged = score >= self.threshold;
+        let flagged = score >= threshold;
         let categories = self
             .manifest
             .categories
@@ -507,7 +738,7 @@ impl Detector {
             score,
             flagged,
             category,
-            threshold: self.threshold,
+            threshold,
             signals: Signals {
                 classifier: ClassifierEvidence {
                     score,
@@ -519,6 +750,7 @@ impl Detector {
                 },
                 normalize: None,
                 dos: None,
+                sensitivity: None,
             },
         }
     }

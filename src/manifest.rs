@@ -31,6 +31,10 @@ pub struct DetectorManifest {
     pub calibration: Calibration,
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// The fusion of the base score with the perturbation-sensitivity features, when the model
+    /// has one (`tremble fuse` fits it); without it the check reports evidence only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::signals::sensitivity::Fusion>,
     /// Free-form facts for people (training recipe, metrics); never read by code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,

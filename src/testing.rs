@@ -234,6 +234,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<()> {
             .collect()
     };
     let manifest = DetectorManifest {
+        fusion: None,
         format: FORMAT,
         name: "tiny-test".into(),
         base: BaseRef {

@@ -55,6 +55,9 @@ impl WindowSpec {
     }
 }
 
+/// Byte span in the text of each token.
+pub type Offsets = Vec<(usize, usize)>;
+
 /// A tokenizer plus the special tokens that frame a window.
 #[derive(Clone)]
 pub struct TextTokenizer {
@@ -122,6 +125,18 @@ impl TextTokenizer {
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Content token ids with the byte span of the text each one came from.
+    ///
+    /// # Errors
+    /// As [`Self::content_ids`].
+    pub fn content_ids_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// The text as framed windows; short text gives one window equal to the tokenizer's own

@@ -73,6 +73,9 @@ pub struct Signals {
     /// Present when a size or repetition bound fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dos: Option<DosEvidence>,
+    /// Present when the perturbation-sensitivity check ran on the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<SensitivityEvidence>,
 }
 
 impl Verdict {
@@ -84,6 +87,39 @@ impl Verdict {
             .as_ref()
             .map_or(self.signals.classifier.score, |n| n.raw_score)
     }
+
+    /// The score before the perturbation-sensitivity check (the classifier over all views).
+    pub fn base_score(&self) -> f32 {
+        self.signals
+            .sensitivity
+            .as_ref()
+            .map_or(self.score, |s| s.base_score)
+    }
+}
+
+/// How the scores of perturbed copies of the input moved (see `tremble::ops::sensitivity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SensitivityEvidence {
+    /// Why the input was checked: `band` (base score in the uncertainty band), `obfuscation`
+    /// (an obfuscation signal fired) or `always`.
+    pub reason: String,
+    /// Perturbed copies scored.
+    pub copies: usize,
+    /// The detector's score before the check.
+    pub base_score: f32,
+    /// Mean attack probability of the copies.
+    pub mean: f32,
+    /// Their standard deviation.
+    pub std: f32,
+    /// Share of copies on the other side of the classifier's `balanced` threshold.
+    pub flip_rate: f32,
+    /// Largest move of a copy's attack probability from the base score.
+    pub max_abs_delta: f32,
+    /// Mean Jensen–Shannon divergence between the copies' label distributions and the
+    /// original's, in nats.
+    pub js_mean: f32,
+    /// Whether the model's fusion produced the verdict's score (else the base score stands).
+    pub fused: bool,
 }
 
 /// What the normalizer found and how each view scored.

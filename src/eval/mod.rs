@@ -2,6 +2,8 @@
 //! reports built from them (`metrics`, `report`: pure, no I/O), and the runner that scores a
 //! labelled file with a detector (`runner`).
 
+pub mod attack;
+pub mod compare;
 pub mod metrics;
 mod render;
 pub mod report;

@@ -7,14 +7,22 @@ use std::time::Instant;
 
 use crate::detector::Detector;
 use crate::error::{Error, Result};
+use crate::eval::attack::{greedy_attack, AttackConfig, AttackSummary};
 use crate::eval::metrics::Scored;
 use crate::rng::Rng;
+use crate::signals::sensitivity::PerturbPolicy;
 use crate::train::data::Example;
 use crate::weights::sha256_file;
 
 /// Scores and timings of one evaluation run.
 pub struct EvalRun {
     pub scored: Vec<Scored>,
+    /// The same records' scores before the perturbation-sensitivity check.
+    pub base: Vec<Scored>,
+    /// Records the check ran on.
+    pub checked: usize,
+    /// Latencies of the same sample with the check off (empty when the policy is `never`).
+    pub single_latencies_base_ms: Vec<f64>,
     /// Wall time of the batched scoring of every record.
     pub batch_seconds: f64,
     /// Latency of single-record calls (`Detector::score`) on a seeded sample.
@@ -59,17 +67,25 @@ pub fn score_examples(
 ) -> Result<EvalRun> {
     let started = Instant::now();
     let mut scored = Vec::with_capacity(examples.len());
+    let mut base = Vec::with_capacity(examples.len());
+    let mut checked = 0;
     for part in examples.chunks(chunk.max(1)) {
         let texts: Vec<&str> = part.iter().map(|e| e.text.as_str()).collect();
         for (e, v) in part.iter().zip(detector.score_batch(&texts)?) {
-            scored.push(Scored {
+            let row = Scored {
                 score: v.score,
                 attack: e.is_attack(),
                 label: e.label.clone(),
                 source: e.source.clone(),
                 subtype: e.subtype.clone(),
                 lang: e.lang.clone(),
+            };
+            checked += usize::from(v.signals.sensitivity.is_some());
+            base.push(Scored {
+                score: v.base_score(),
+                ..row.clone()
             });
+            scored.push(row);
         }
         progress(scored.len(), examples.len());
     }
@@ -77,16 +93,80 @@ pub fn score_examples(
     let mut idx: Vec<usize> = (0..examples.len()).collect();
     Rng::new(0x1A7E).shuffle(&mut idx);
     let mut single_latencies_ms = Vec::new();
+    let mut single_latencies_base_ms = Vec::new();
+    let policy = detector.perturb_settings().policy;
     for &i in idx.iter().take(latency_sample) {
+        let text = [examples[i].text.as_str()];
+        // Alternating the two policies record by record keeps machine noise out of the ratio.
+        if policy != PerturbPolicy::Never {
+            let t = Instant::now();
+            detector.score_batch_with(&text, PerturbPolicy::Never)?;
+            single_latencies_base_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         let t = Instant::now();
-        detector.score(&examples[i].text)?;
+        detector.score_batch(&text)?;
         single_latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(EvalRun {
         scored,
+        base,
+        checked,
+        single_latencies_base_ms,
         batch_seconds,
         single_latencies_ms,
     })
+}
+
+/// Runs [`greedy_attack`] against the classifier alone (policy `never`) on up to `n` attacks
+/// of `examples` that it flagged (a seeded sample; `base` holds their base scores in order),
+/// then scores the rewrites that evaded it with the full detector.
+///
+/// # Errors
+/// Scoring errors.
+pub fn attack_sample(
+    detector: &Detector,
+    examples: &[Example],
+    base: &[Scored],
+    n: usize,
+    cfg: AttackConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<AttackSummary> {
+    let base_t = detector.threshold_for(PerturbPolicy::Never);
+    let mut idx: Vec<usize> = (0..examples.len())
+        .filter(|&i| base[i].attack && base[i].score >= base_t)
+        .collect();
+    Rng::new(cfg.seed).shuffle(&mut idx);
+    idx.truncate(n);
+    let mut summary = AttackSummary {
+        attacked: idx.len(),
+        budget: cfg.budget,
+        ..AttackSummary::default()
+    };
+    let mut evaded = Vec::new();
+    for (done, &i) in idx.iter().enumerate() {
+        let mut score = |texts: &[String]| -> Result<Vec<f32>> {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(detector
+                .score_batch_with(&refs, PerturbPolicy::Never)?
+                .iter()
+                .map(|v| v.score)
+                .collect())
+        };
+        let out = greedy_attack(&examples[i].text, base_t, cfg, &mut score)?;
+        summary.queries.push(out.queries as f64);
+        if out.evaded {
+            evaded.push(out.text);
+        }
+        progress(done + 1, idx.len());
+    }
+    summary.evaded = evaded.len();
+    let refs: Vec<&str> = evaded.iter().map(String::as_str).collect();
+    let full_t = detector.threshold();
+    for v in detector.score_batch(&refs)? {
+        summary.still_flagged += usize::from(v.score >= full_t);
+        summary.checked += usize::from(v.signals.sensitivity.is_some());
+    }
+    Ok(summary)
 }
 
 /// Today's UTC date as `YYYY-MM-DD` (civil-from-days, no time-zone data needed).

@@ -2,3 +2,4 @@
 
 pub mod classifier;
 pub mod dos;
+pub mod sensitivity;

@@ -6,6 +6,7 @@ pub mod augment;
 pub mod calibrate;
 pub mod data;
 pub mod features;
+pub mod fusion;
 pub mod trainer;
 
 use std::collections::BTreeMap;
@@ -96,11 +97,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
             bad.label
         )));
     }
-    let (cal_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..examples.len()).partition(|&i| {
-        in_calibration(&examples[i].group_key(), cfg.seed, job.calibration_fraction)
-    });
+    let (cal_idx, train_idx) = split_indices(&examples, cfg.seed, job.calibration_fraction);
     let mut train_rows = sample(&examples, &train_idx, job.caps, cfg.seed);
-    let mut cal_rows = sample(&examples, &cal_idx, job.caps, cfg.seed.wrapping_add(1));
+    let mut cal_rows = calibration_sample(&examples, &cal_idx, job.caps, cfg.seed);
     let mut splice = job.splice;
     if let Some(limit) = job.limit_rows {
         let frac = limit as f64 / train_rows.len().max(1) as f64;
@@ -232,6 +231,22 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     Ok(summary)
 }
 
+/// (calibration, training) indices of `examples`: the split is by group hash.
+pub fn split_indices(examples: &[Example], seed: u64, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    (0..examples.len()).partition(|&i| in_calibration(&examples[i].group_key(), seed, fraction))
+}
+
+/// The calibration rows `tremble train` holds out with this seed and these caps (before
+/// `--limit-rows`); `tremble fuse` fits on the same rows.
+pub fn calibration_sample(
+    examples: &[Example],
+    cal_idx: &[usize],
+    caps: SampleCaps,
+    seed: u64,
+) -> Vec<usize> {
+    sample(examples, cal_idx, caps, seed.wrapping_add(1))
+}
+
 fn scored(e: &Example, p: f32) -> crate::eval::metrics::Scored {
     crate::eval::metrics::Scored {
         score: p,
@@ -293,6 +308,7 @@ fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummar
         .map(|p| Ok(serde_json::json!({"file": p.file_name().map(|f| f.to_string_lossy().into_owned()), "sha256": sha256_file(p)?})))
         .collect::<Result<_>>()?;
     let manifest = DetectorManifest {
+        fusion: None,
         format: FORMAT,
         name: job.name.clone(),
         base: BaseRef {

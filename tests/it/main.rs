@@ -7,4 +7,5 @@ mod evasion;
 mod normalize;
 mod parity;
 mod perturb;
+mod sensitivity;
 mod train;

@@ -135,6 +135,74 @@ fn tiny_training_learns_separable_data_and_exports_a_loadable_model() {
 }
 
 #[test]
+fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tremble::testing::write_tiny_base(&base).unwrap();
+    let data = synthetic(tmp.path());
+    let cfg = TrainConfig {
+        train_layers: 1,
+        epochs: 5.0,
+        batch_rows: 16,
+        lr_head: 1e-2,
+        checkpoint_every: 50,
+        ..TrainConfig::default()
+    };
+    let out = tmp.path().join("model");
+    let window = WindowSpec {
+        max_tokens: 16,
+        overlap: 4,
+    };
+    let j = job(
+        data.clone(),
+        base,
+        out.clone(),
+        tmp.path().join("cache"),
+        cfg,
+        window,
+    );
+    run(&j, &mut |_| {}).unwrap();
+    let fuse = |data: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tremble"))
+            .env_remove("TREMBLE_MODEL_DIR")
+            .args(["fuse", "--perturb", "always", "--model"])
+            .arg(&out)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let other = tmp.path().join("other.jsonl");
+    std::fs::write(&other, "{\"text\": \"hi\", \"label\": \"benign\"}\n").unwrap();
+    let refused = fuse(&other);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not the data model"), "{err}");
+
+    let done = fuse(&data);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(stdout.contains("fusion fitted on"), "{stdout}");
+    let manifest = tremble::manifest::DetectorManifest::read(&out).unwrap();
+    let fusion = manifest.fusion.clone().expect("fusion written");
+    assert_eq!(fusion.copies, 8);
+    let d = Detector::builder()
+        .model_dir(&out)
+        .device(DeviceChoice::Cpu)
+        .build()
+        .unwrap();
+    assert_eq!(d.threshold(), fusion.thresholds.balanced);
+    assert_eq!(
+        d.threshold_for(tremble::signals::sensitivity::PerturbPolicy::Never),
+        manifest.thresholds.balanced
+    );
+}
+
+#[test]
 fn real_training_on_a_2000_row_sample() {
     let Some(base) = real_base("real_training_on_a_2000_row_sample") else {
         return;

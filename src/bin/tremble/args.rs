@@ -29,6 +29,9 @@ pub enum Command {
     /// Evasion matrix: apply evasion transforms to sampled attack and benign rows of labelled
     /// JSONL and report detection and FPR with and without normalization.
     Evasion(crate::evasion::EvasionArgs),
+    /// Fit the fusion of the classifier score with the perturbation-sensitivity check on the
+    /// calibration split of the model's training data, and store it in the model manifest.
+    Fuse(crate::fuse::FuseArgs),
 }
 
 /// Input formats.
@@ -75,6 +78,16 @@ pub struct ModelArgs {
     /// resource abuse.
     #[arg(long, default_value_t = tremble::detector::DEFAULT_MAX_BYTES)]
     pub max_bytes: usize,
+    /// Perturbation-sensitivity check: auto (records whose score is in the uncertainty band
+    /// or that show obfuscation), always, or never.
+    #[arg(long, default_value = "auto", value_name = "POLICY")]
+    pub perturb: String,
+    /// Perturbed copies scored per checked record.
+    #[arg(long, default_value_t = tremble::signals::sensitivity::DEFAULT_COPIES)]
+    pub perturb_copies: usize,
+    /// Edit rate of each perturbed copy (share of characters or words edited).
+    #[arg(long, default_value_t = tremble::signals::sensitivity::DEFAULT_RATE)]
+    pub perturb_rate: f64,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::ProgressStyle;
+use tremble::eval::attack::AttackConfig;
+use tremble::eval::compare::CheckComparison;
 use tremble::eval::report::Report;
-use tremble::eval::runner::{refuse_training_data, score_examples, utc_date};
+use tremble::eval::runner::{attack_sample, refuse_training_data, score_examples, utc_date};
+use tremble::signals::sensitivity::PerturbPolicy;
 use tremble::train::data::read_examples;
 
 use crate::args::ModelArgs;
@@ -30,6 +33,9 @@ pub struct EvalArgs {
     /// Evaluate only the first N records (quick checks; the report says so).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Flagged dev attacks to run the black-box attack on (with the check on; 0 skips it).
+    #[arg(long, default_value_t = 100)]
+    pub attack: usize,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -64,7 +70,7 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
         Some(n) => format!("{} (first {n} records)", a.data.display()),
         None => a.data.display().to_string(),
     };
-    let report = Report::build(
+    let mut report = Report::build(
         &format!("tremble eval — {model} on {stem}"),
         &model,
         &data_name,
@@ -76,8 +82,61 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
         &run.single_latencies_ms,
         run.batch_seconds,
     );
+    let settings = detector.perturb_settings();
+    let comparison = (settings.policy != PerturbPolicy::Never).then(|| CheckComparison {
+        base: &run.base,
+        full: &run.scored,
+        base_threshold: detector.threshold_for(PerturbPolicy::Never),
+        full_threshold: detector.threshold(),
+        checked: run.checked,
+        base_latency_ms: &run.single_latencies_base_ms,
+        full_latency_ms: &run.single_latencies_ms,
+        setting: format!(
+            "Policy `{}`, {} copies at edit rate {}, {}",
+            settings.policy.name(),
+            settings.copies,
+            settings.rate,
+            if detector.manifest().fusion.is_some() {
+                "scores fused by the model's fusion"
+            } else {
+                "model without a fusion (`tremble fuse`): scores unchanged, evidence only"
+            }
+        ),
+    });
+    if let Some(c) = &comparison {
+        report.extra_sections.push(c.section());
+    }
+    let attack = if comparison.is_some() && a.attack > 0 {
+        let bar = crate::score::progress_bar(false);
+        bar.set_style(
+            ProgressStyle::with_template("{wide_bar} {pos}/{len} attacked {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let s = attack_sample(
+            &detector,
+            &examples,
+            &run.base,
+            a.attack,
+            AttackConfig::default(),
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        report.extra_sections.push(s.section());
+        Some(s)
+    } else {
+        None
+    };
     write_reports(&out, &report)?;
     print!("{}", report.summary_text());
+    if let Some(c) = &comparison {
+        print!("{}", c.summary());
+    }
+    if let Some(s) = &attack {
+        print!("{}", s.summary());
+    }
     eprintln!("reports written to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }

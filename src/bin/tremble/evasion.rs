@@ -63,7 +63,7 @@ pub struct EvasionArgs {
 #[derive(Debug, Default, Serialize)]
 struct Tally {
     n: usize,
-    /// `raw_score() >= threshold`: the classifier alone on the raw text.
+    /// `raw_score() >=` the classifier's own threshold: the classifier alone on the raw text.
     flagged_raw: usize,
     /// `verdict.flagged`: the full system, normalization included.
     flagged_norm: usize,
@@ -72,11 +72,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn of(verdicts: &[Verdict]) -> Self {
+    fn of(verdicts: &[Verdict], raw_threshold: f32) -> Self {
         let count = |f: &dyn Fn(&Verdict) -> bool| verdicts.iter().filter(|v| f(v)).count();
         Self {
             n: verdicts.len(),
-            flagged_raw: count(&|v| v.raw_score() >= v.threshold),
+            flagged_raw: count(&|v| v.raw_score() >= raw_threshold),
             flagged_norm: count(&|v| v.flagged),
             other: count(&|v| v.flagged && v.category == Category::ResourceAbuse),
         }
@@ -325,11 +325,13 @@ fn score_cell(
         "cell scored"
     );
     let (att_v, ben_v) = verdicts.split_at(att.len());
+    // The perturbation check's fusion has its own thresholds; the raw column is the classifier.
+    let raw_t = detector.threshold_for(tremble::signals::sensitivity::PerturbPolicy::Never);
     Ok(Cell {
         row: row.to_string(),
         kind,
-        attacks: Tally::of(att_v),
-        benign: Tally::of(ben_v),
+        attacks: Tally::of(att_v, raw_t),
+        benign: Tally::of(ben_v, raw_t),
         target: "reference".into(),
         ms_per_text,
         seconds,

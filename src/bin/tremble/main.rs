@@ -4,6 +4,7 @@
 mod args;
 mod eval;
 mod evasion;
+mod fuse;
 mod io;
 mod score;
 mod train;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a, command_line),
         Command::Evasion(a) => evasion::run(a, command_line),
+        Command::Fuse(a) => fuse::run(a),
     };
     match result {
         Ok(code) => code,

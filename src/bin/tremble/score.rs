@@ -25,7 +25,10 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
         .max_windows(m.max_windows)
         .normalize(!m.no_normalize)
         .max_views(m.max_views)
-        .max_bytes(m.max_bytes);
+        .max_bytes(m.max_bytes)
+        .perturb(m.perturb.parse()?)
+        .perturb_copies(m.perturb_copies)
+        .perturb_rate(m.perturb_rate);
     if let Some(dir) = &m.model {
         b = b.model_dir(dir);
     }

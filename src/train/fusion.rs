@@ -1,0 +1,257 @@
+//! Fitting the fusion of the base score with the perturbation-sensitivity features: an
+//! L2-regularized logistic regression on standardized inputs (Newton's method), fitted on the
+//! calibration split's checked rows, and the preset thresholds of the fused detector (checked
+//! rows score the fusion, the rest keep their base score) on that split's benign rows.
+
+use crate::error::{Error, Result};
+use crate::eval::metrics::{roc_auc, Scored};
+use crate::signals::sensitivity::{Fusion, FUSION_INPUTS, FUSION_INPUT_NAMES};
+use crate::train::calibrate::preset_thresholds;
+
+/// One calibration row as the detector scored it.
+#[derive(Debug, Clone)]
+pub struct FusionRow {
+    /// Score without the check.
+    pub base: f32,
+    /// Fusion inputs when the check ran on the row.
+    pub checked: Option<[f32; FUSION_INPUTS]>,
+    pub attack: bool,
+}
+
+/// A fitted fusion and how it did on the rows it was fitted on.
+#[derive(Debug, Clone)]
+pub struct FusionFit {
+    pub fusion: Fusion,
+    /// Rows the check ran on (the rows the logistic model was fitted on).
+    pub checked: usize,
+    pub checked_attacks: usize,
+    /// ROC AUC of the base score and of the fused detector on all rows (in-sample for the
+    /// fusion: a sanity check, not a measurement).
+    pub base_auc: Option<f64>,
+    pub fused_auc: Option<f64>,
+}
+
+/// Fits the fusion; `l2` is the ridge penalty on the standardized weights.
+///
+/// # Errors
+/// [`Error::Config`] when the checked rows lack either class or the benign rows are empty.
+pub fn fit(rows: &[FusionRow], copies: usize, rate: f64, l2: f64) -> Result<FusionFit> {
+    let checked: Vec<(&[f32; FUSION_INPUTS], bool)> = rows
+        .iter()
+        .filter_map(|r| r.checked.as_ref().map(|x| (x, r.attack)))
+        .collect();
+    let attacks = checked.iter().filter(|c| c.1).count();
+    if attacks == 0 || attacks == checked.len() {
+        return Err(Error::Config(format!(
+            "fusion needs checked rows of both classes; {attacks} of {} checked rows are attacks \
+             (use more calibration rows or --perturb always)",
+            checked.len()
+        )));
+    }
+    let n = checked.len() as f64;
+    let mut center = [0f64; FUSION_INPUTS];
+    let mut scale = [0f64; FUSION_INPUTS];
+    for (x, _) in &checked {
+        for j in 0..FUSION_INPUTS {
+            center[j] += f64::from(x[j]) / n;
+        }
+    }
+    for (x, _) in &checked {
+        for j in 0..FUSION_INPUTS {
+            scale[j] += (f64::from(x[j]) - center[j]).powi(2) / n;
+        }
+    }
+    // A constant input (e.g. no obfuscated row) keeps scale 1 and gets weight 0 from the ridge.
+    let scale = scale.map(|v| if v.sqrt() > 1e-6 { v.sqrt() } else { 1.0 });
+    let z: Vec<([f64; FUSION_INPUTS], f64)> = checked
+        .iter()
+        .map(|(x, y)| {
+            let mut s = [0f64; FUSION_INPUTS];
+            for j in 0..FUSION_INPUTS {
+                s[j] = (f64::from(x[j]) - center[j]) / scale[j];
+            }
+            (s, f64::from(u8::from(*y)))
+        })
+        .collect();
+    let w = newton_logistic(&z, l2);
+    let fusion = Fusion {
+        inputs: FUSION_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        center: center.iter().map(|&v| v as f32).collect(),
+        scale: scale.iter().map(|&v| v as f32).collect(),
+        weights: w[..FUSION_INPUTS].iter().map(|&v| v as f32).collect(),
+        bias: w[FUSION_INPUTS] as f32,
+        copies,
+        rate,
+        thresholds: Default::default(),
+    };
+    let combined: Vec<f32> = rows
+        .iter()
+        .map(|r| r.checked.as_ref().map_or(r.base, |x| fusion.apply(x)))
+        .collect();
+    let benign: Vec<f32> = rows
+        .iter()
+        .zip(&combined)
+        .filter(|(r, _)| !r.attack)
+        .map(|(_, &s)| s)
+        .collect();
+    if benign.is_empty() {
+        return Err(Error::Config("fusion needs benign calibration rows".into()));
+    }
+    let auc = |scores: &mut dyn Iterator<Item = f32>| {
+        let scored: Vec<Scored> = scores
+            .zip(rows)
+            .map(|(s, r)| Scored {
+                score: s,
+                attack: r.attack,
+                ..Scored::default()
+            })
+            .collect();
+        roc_auc(&scored)
+    };
+    Ok(FusionFit {
+        fusion: Fusion {
+            thresholds: preset_thresholds(&benign),
+            ..fusion
+        },
+        checked: checked.len(),
+        checked_attacks: attacks,
+        base_auc: auc(&mut rows.iter().map(|r| r.base)),
+        fused_auc: auc(&mut combined.iter().copied()),
+    })
+}
+
+/// Weights (then bias) minimizing the mean log-loss plus `l2/2·|w|²/n` (bias unpenalized).
+fn newton_logistic(rows: &[([f64; FUSION_INPUTS], f64)], l2: f64) -> [f64; FUSION_INPUTS + 1] {
+    const D: usize = FUSION_INPUTS + 1;
+    let mut w = [0f64; D];
+    for _ in 0..50 {
+        let mut g = [0f64; D];
+        let mut h = [[0f64; D]; D];
+        for (x, y) in rows {
+            let xb: [f64; D] = std::array::from_fn(|j| if j < FUSION_INPUTS { x[j] } else { 1.0 });
+            let z: f64 = xb.iter().zip(&w).map(|(a, b)| a * b).sum();
+            let p = 1.0 / (1.0 + (-z).exp());
+            let s = (p * (1.0 - p)).max(1e-12);
+            for a in 0..D {
+                g[a] += (p - y) * xb[a];
+                for b in 0..D {
+                    h[a][b] += s * xb[a] * xb[b];
+                }
+            }
+        }
+        for j in 0..FUSION_INPUTS {
+            g[j] += l2 * w[j];
+            h[j][j] += l2;
+        }
+        h[D - 1][D - 1] += 1e-9;
+        let Some(step) = solve(h, g) else { break };
+        let mut moved = 0.0;
+        for j in 0..D {
+            w[j] -= step[j];
+            moved += step[j].abs();
+        }
+        if moved < 1e-9 {
+            break;
+        }
+    }
+    w
+}
+
+/// Solves `a·x = b` by Gaussian elimination with partial pivoting; `None` when singular.
+fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; D]> {
+    for c in 0..D {
+        let p = (c..D).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+        if a[p][c].abs() < 1e-15 {
+            return None;
+        }
+        a.swap(c, p);
+        b.swap(c, p);
+        for r in c + 1..D {
+            let f = a[r][c] / a[c][c];
+            let (upper, lower) = a.split_at_mut(r);
+            for (x, p) in lower[0][c..].iter_mut().zip(&upper[c][c..]) {
+                *x -= f * p;
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = [0f64; D];
+    for r in (0..D).rev() {
+        let s: f64 = (r + 1..D).map(|k| a[r][k] * x[k]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn row(rng: &mut Rng, attack: bool, informative: usize) -> FusionRow {
+        let mut x = [0f32; FUSION_INPUTS];
+        for (j, v) in x.iter_mut().enumerate() {
+            let noise = rng.next_f64() as f32 - 0.5;
+            *v = if j == informative && attack {
+                1.0 + noise
+            } else {
+                noise
+            };
+        }
+        FusionRow {
+            base: 0.5,
+            checked: Some(x),
+            attack,
+        }
+    }
+
+    #[test]
+    fn solve_matches_a_known_system() {
+        let x = solve([[2.0, 1.0], [1.0, 3.0]], [3.0, 5.0]).unwrap();
+        assert!(
+            (x[0] - 0.8).abs() < 1e-12 && (x[1] - 1.4).abs() < 1e-12,
+            "{x:?}"
+        );
+        assert!(solve([[1.0, 2.0], [2.0, 4.0]], [1.0, 2.0]).is_none());
+    }
+
+    #[test]
+    fn fit_finds_the_informative_input_and_beats_the_base() {
+        let mut rng = Rng::new(3);
+        let rows: Vec<FusionRow> = (0..400).map(|i| row(&mut rng, i % 2 == 0, 3)).collect();
+        let fit = fit(&rows, 8, 0.1, 1.0).unwrap();
+        let w = &fit.fusion.weights;
+        let top = (0..FUSION_INPUTS)
+            .max_by(|&a, &b| w[a].abs().total_cmp(&w[b].abs()))
+            .unwrap();
+        assert_eq!(top, 3, "{w:?}");
+        assert!(w[3] > 0.0);
+        assert_eq!(fit.base_auc, Some(0.5));
+        assert!(fit.fused_auc.unwrap() > 0.9, "{:?}", fit.fused_auc);
+        fit.fusion.validate().unwrap();
+        let t = fit.fusion.thresholds;
+        assert!(t.strict >= t.balanced && t.balanced >= t.permissive);
+    }
+
+    #[test]
+    fn fit_refuses_one_class() {
+        let mut rng = Rng::new(4);
+        let rows: Vec<FusionRow> = (0..20).map(|_| row(&mut rng, true, 0)).collect();
+        let e = fit(&rows, 8, 0.1, 1.0).unwrap_err();
+        assert!(e.to_string().contains("both classes"), "{e}");
+    }
+
+    #[test]
+    fn unchecked_rows_keep_their_base_score_in_the_thresholds() {
+        let mut rng = Rng::new(5);
+        let mut rows: Vec<FusionRow> = (0..100).map(|i| row(&mut rng, i % 2 == 0, 1)).collect();
+        // 900 unchecked benign rows at base 0.999 dominate the benign tail.
+        rows.extend((0..900).map(|_| FusionRow {
+            base: 0.999,
+            checked: None,
+            attack: false,
+        }));
+        let fit = fit(&rows, 8, 0.1, 1.0).unwrap();
+        assert!((fit.fusion.thresholds.permissive - 0.999).abs() < 1e-6);
+    }
+}
