@@ -112,7 +112,10 @@ impl DetectorBuilder {
         self
     }
 
-    /// The decision threshold (default [`Threshold::Balanced`]).
+    /// The decision threshold (default [`Threshold::Balanced`]). Presets resolve to the model's
+    /// fused thresholds when the perturbation check can run and the model has a fusion (see
+    /// [`Detector::threshold_for`]); an explicit value is compared with the verdict's score,
+    /// which is the fused one for inputs the check ran on.
     pub fn threshold(mut self, threshold: Threshold) -> Self {
         self.threshold = threshold;
         self
