@@ -6,8 +6,12 @@
 //! to [`crate::Error`] happens at the public boundary, not here. Only this module and
 //! `crate::device` know that CUDA exists.
 
+#[allow(dead_code)] // used by tests only
+mod emu;
+pub mod perturb_tokens;
 pub mod sensitivity;
 
+pub use perturb_tokens::{perturb_tokens, TokenCopies, PERTURB_TOKENS_MAX_LEN};
 pub use sensitivity::{
     sensitivity, sensitivity_reference, SENSITIVITY_FEATURES, SENSITIVITY_JS_EPS,
 };

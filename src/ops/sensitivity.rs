@@ -59,7 +59,66 @@ impl CustomOp1 for Sensitivity {
             ),
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+
+        let (n, k1, l) = layout.shape().dims3()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("sensitivity: probs {:?} must be contiguous", layout.shape());
+        };
+        let dev = storage.device().clone();
+        let (n32, k32, l32) = (n as u32, k1 as u32, l as u32);
+        let cfg = LaunchConfig {
+            grid_dim: (n32.div_ceil(128).max(1), 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        macro_rules! launch {
+            ($src:expr, $t:ty, $name:literal, $variant:ident) => {{
+                let src = $src.slice(start..end);
+                // SAFETY: every element is written by the kernel below.
+                let out = unsafe { dev.alloc::<$t>(n * F)? };
+                let func = dev.get_or_load_custom_func($name, "tremble_sensitivity", PTX)?;
+                let mut b = func.builder();
+                b.arg(&src);
+                b.arg(&out);
+                b.arg(&n32);
+                b.arg(&k32);
+                b.arg(&l32);
+                b.arg(&self.threshold);
+                // SAFETY: argument types and order match the kernel's signature.
+                unsafe { b.launch(cfg) }.w()?;
+                CudaStorageSlice::$variant(out)
+            }};
+        }
+        let slice = match &storage.slice {
+            CudaStorageSlice::F32(s) => launch!(s, f32, "sensitivity_f32", F32),
+            CudaStorageSlice::F64(s) => launch!(s, f64, "sensitivity_f64", F64),
+            CudaStorageSlice::F16(s) => launch!(s, half::f16, "sensitivity_f16", F16),
+            CudaStorageSlice::BF16(s) => launch!(s, half::bf16, "sensitivity_bf16", BF16),
+            _ => bail!(
+                "sensitivity: probs {:?} have dtype {:?}; expected f32, f16, bf16 or f64",
+                layout.shape(),
+                storage.dtype()
+            ),
+        };
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            Shape::from_dims(&[n, F]),
+        ))
+    }
 }
+
+/// The kernel's PTX, compiled by build.rs from `kernels/sensitivity.cu`.
+#[cfg(feature = "cuda")]
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/sensitivity.ptx"));
 
 fn reduce_cpu<T: WithDType>(
     src: &[T],
@@ -134,8 +193,8 @@ fn jsd(p: &[f32], q: &[f32]) -> f32 {
 ///
 /// # Errors
 /// When `probs` is not rank 3, has K < 1 variants or L < 2 labels, is not f32, f16, bf16 or f64,
-/// or `threshold` is not finite; and on devices without an implementation (CUDA, until its
-/// kernel lands).
+/// or `threshold` is not finite. CPU and, in a `cuda` build, CUDA devices
+/// (`kernels/sensitivity.cu`).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -404,5 +463,39 @@ mod tests {
         let ok = random_probs(1, 2, 2, 0, &dev);
         let msg = sensitivity(&ok, f32::NAN).unwrap_err().to_string();
         assert!(msg.contains("threshold"), "{msg}");
+    }
+
+    #[test]
+    fn kernel_source_on_emulated_threads_matches_the_cpu_op_bit_for_bit() {
+        // Grids smaller than n exercise the grid-stride loop; one row, odd sizes, two labels.
+        for (n, k1, l, seed, grid, block) in [
+            (1, 2, 2, 1, 1, 1),
+            (7, 9, 4, 2, 1, 4),
+            (130, 3, 5, 3, 2, 16),
+            (33, 11, 2, 4, 3, 8),
+        ] {
+            let probs = random_probs(n, k1, l, seed, &Device::Cpu);
+            let flat = probs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for t in [0.5f32, 0.0, 1.0, 0.37] {
+                let cpu = sensitivity(&probs, t).unwrap();
+                let cpu = cpu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let mut out = vec![f32::NAN; n * F];
+                // SAFETY: buffers sized [n, k1, l] and [n, F] as the kernel expects.
+                unsafe {
+                    crate::ops::emu::tremble_emu_sensitivity_f32(
+                        flat.as_ptr(),
+                        out.as_mut_ptr(),
+                        n as u32,
+                        k1 as u32,
+                        l as u32,
+                        t,
+                        grid,
+                        block,
+                    );
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&out), bits(&cpu), "n {n} k1 {k1} l {l} t {t}");
+            }
+        }
     }
 }

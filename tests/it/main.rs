@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod detector;
 mod evasion;
+mod gpu;
 mod normalize;
 mod parity;
 mod perturb;
