@@ -7,4 +7,5 @@ pub mod compare;
 pub mod metrics;
 mod render;
 pub mod report;
+pub mod rewrites;
 pub mod runner;

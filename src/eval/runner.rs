@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use crate::detector::Detector;
 use crate::error::{Error, Result};
-use crate::eval::attack::{greedy_attack, AttackConfig, AttackSummary};
+use crate::eval::attack::{AttackConfig, AttackSummary};
 use crate::eval::metrics::Scored;
+use crate::eval::rewrites::{attack_classifier, rewrite, RewrittenScores};
 use crate::rng::Rng;
 use crate::signals::sensitivity::PerturbPolicy;
 use crate::train::data::Example;
@@ -117,7 +118,7 @@ pub fn score_examples(
     })
 }
 
-/// Runs [`greedy_attack`] against the classifier alone (policy `never`) on up to `n` attacks
+/// Runs [`crate::eval::attack::greedy_attack`] against the classifier alone (policy `never`) on up to `n` attacks
 /// of `examples` that it flagged (a seeded sample; `base` holds their base scores in order),
 /// then scores the rewrites that evaded it with the full detector.
 ///
@@ -142,31 +143,51 @@ pub fn attack_sample(
         budget: cfg.budget,
         ..AttackSummary::default()
     };
-    let mut evaded = Vec::new();
-    for (done, &i) in idx.iter().enumerate() {
-        let mut score = |texts: &[String]| -> Result<Vec<f32>> {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            Ok(detector
-                .score_batch_with(&refs, PerturbPolicy::Never)?
-                .iter()
-                .map(|v| v.score)
-                .collect())
-        };
-        let out = greedy_attack(&examples[i].text, base_t, cfg, &mut score)?;
-        summary.queries.push(out.queries as f64);
-        if out.evaded {
-            evaded.push(out.text);
-        }
-        progress(done + 1, idx.len());
-    }
+    let texts: Vec<&str> = idx.iter().map(|&i| examples[i].text.as_str()).collect();
+    let outcomes = attack_classifier(detector, &texts, cfg, progress)?;
+    summary.queries = outcomes.iter().map(|o| o.queries as f64).collect();
+    let evaded: Vec<String> = outcomes
+        .into_iter()
+        .filter(|o| o.evaded)
+        .map(|o| o.text)
+        .collect();
     summary.evaded = evaded.len();
-    let refs: Vec<&str> = evaded.iter().map(String::as_str).collect();
     let full_t = detector.threshold();
-    for v in detector.score_batch(&refs)? {
-        summary.still_flagged += usize::from(v.score >= full_t);
-        summary.checked += usize::from(v.signals.sensitivity.is_some());
-    }
+    let scores = RewrittenScores::score(detector, "black-box attack (evading)", &evaded)?;
+    summary.still_flagged = scores.full.iter().filter(|&&s| s >= full_t).count();
+    summary.checked = scores.checked;
+    summary.evaded_scores = Some(scores);
     Ok(summary)
+}
+
+/// Rewrites a seeded sample of up to `n` attacks of `examples` with every technique of
+/// [`crate::evasion::Technique::REWRITES`] and scores each set with both columns.
+///
+/// # Errors
+/// Scoring errors.
+pub fn rewrite_sample(
+    detector: &Detector,
+    examples: &[Example],
+    n: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<RewrittenScores>> {
+    let mut idx: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].is_attack())
+        .collect();
+    Rng::new(seed).shuffle(&mut idx);
+    idx.truncate(n);
+    let techniques = crate::evasion::Technique::REWRITES;
+    let mut sets = Vec::with_capacity(techniques.len());
+    for (done, &t) in techniques.iter().enumerate() {
+        let texts: Vec<String> = idx
+            .iter()
+            .map(|&i| rewrite(t, &examples[i].text, seed))
+            .collect();
+        sets.push(RewrittenScores::score(detector, t.name(), &texts)?);
+        progress(done + 1, techniques.len());
+    }
+    Ok(sets)
 }
 
 /// Today's UTC date as `YYYY-MM-DD` (civil-from-days, no time-zone data needed).

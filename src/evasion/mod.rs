@@ -125,6 +125,17 @@ impl Technique {
         Technique::TokenBreak,
     ];
 
+    /// The adversarial rewrites: word- and character-level noise that no normalizer step
+    /// undoes (catalogue column N or P), the family the perturbation-sensitivity check is
+    /// for. Ciphers (ROT13, Atbash, reversal) are also not undone, but they replace the whole
+    /// text rather than nudging it across the decision boundary, so they are left out.
+    pub const REWRITES: &'static [Technique] = &[
+        Technique::CharTypos,
+        Technique::TokenBreak,
+        Technique::Leetspeak,
+        Technique::SpaceRemoval,
+    ];
+
     /// The kebab-case name used in reports and on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -9,7 +9,7 @@ use crate::signals::sensitivity::{Fusion, FUSION_INPUTS, FUSION_INPUT_NAMES};
 use crate::train::calibrate::preset_thresholds;
 
 /// One calibration row as the detector scored it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FusionRow {
     /// Score without the check.
     pub base: f32,
@@ -22,7 +22,7 @@ pub struct FusionRow {
 #[derive(Debug, Clone)]
 pub struct FusionFit {
     pub fusion: Fusion,
-    /// Rows the check ran on (the rows the logistic model was fitted on).
+    /// Rows the check ran on (the rows the logistic model was fitted on, extra rows included).
     pub checked: usize,
     pub checked_attacks: usize,
     /// ROC AUC of the base score and of the fused detector on all rows (in-sample for the
@@ -31,13 +31,23 @@ pub struct FusionFit {
     pub fused_auc: Option<f64>,
 }
 
-/// Fits the fusion; `l2` is the ridge penalty on the standardized weights.
+/// Fits the fusion; `l2` is the ridge penalty on the standardized weights. The logistic
+/// model is fitted on the checked rows of `rows` and `extra` (e.g. adversarial rewrites of
+/// calibration rows and their benign controls); the preset thresholds and the AUCs come from
+/// `rows` alone, so the presets keep their meaning on unmodified text.
 ///
 /// # Errors
 /// [`Error::Config`] when the checked rows lack either class or the benign rows are empty.
-pub fn fit(rows: &[FusionRow], copies: usize, rate: f64, l2: f64) -> Result<FusionFit> {
+pub fn fit(
+    rows: &[FusionRow],
+    extra: &[FusionRow],
+    copies: usize,
+    rate: f64,
+    l2: f64,
+) -> Result<FusionFit> {
     let checked: Vec<(&[f32; FUSION_INPUTS], bool)> = rows
         .iter()
+        .chain(extra)
         .filter_map(|r| r.checked.as_ref().map(|x| (x, r.attack)))
         .collect();
     let attacks = checked.iter().filter(|c| c.1).count();
@@ -219,7 +229,7 @@ mod tests {
     fn fit_finds_the_informative_input_and_beats_the_base() {
         let mut rng = Rng::new(3);
         let rows: Vec<FusionRow> = (0..400).map(|i| row(&mut rng, i % 2 == 0, 3)).collect();
-        let fit = fit(&rows, 8, 0.1, 1.0).unwrap();
+        let fit = fit(&rows, &[], 8, 0.1, 1.0).unwrap();
         let w = &fit.fusion.weights;
         let top = (0..FUSION_INPUTS)
             .max_by(|&a, &b| w[a].abs().total_cmp(&w[b].abs()))
@@ -234,10 +244,41 @@ mod tests {
     }
 
     #[test]
+    fn extra_rows_shape_the_weights_but_not_the_thresholds() {
+        let mut rng = Rng::new(6);
+        // Calibration rows carry no signal; the extra rows' attacks differ on input 2.
+        let rows: Vec<FusionRow> = (0..200).map(|i| row(&mut rng, i % 2 == 0, 99)).collect();
+        let extra: Vec<FusionRow> = (0..200).map(|i| row(&mut rng, i % 2 == 0, 2)).collect();
+        let plain = fit(&rows, &[], 8, 0.1, 1.0).unwrap();
+        let with = fit(&rows, &extra, 8, 0.1, 1.0).unwrap();
+        assert_eq!(with.checked, 400);
+        assert!(with.fusion.weights[2] > 1.0, "{:?}", with.fusion.weights);
+        assert!(
+            plain.fusion.weights[2].abs() < 0.5,
+            "{:?}",
+            plain.fusion.weights
+        );
+        assert_eq!(
+            with.base_auc, plain.base_auc,
+            "AUCs come from the calibration rows"
+        );
+        // Thresholds are quantiles of the calibration benign rows under each fusion.
+        let benign: Vec<f32> = rows
+            .iter()
+            .filter(|r| !r.attack)
+            .map(|r| with.fusion.apply(r.checked.as_ref().unwrap()))
+            .collect();
+        assert_eq!(
+            with.fusion.thresholds,
+            crate::train::calibrate::preset_thresholds(&benign)
+        );
+    }
+
+    #[test]
     fn fit_refuses_one_class() {
         let mut rng = Rng::new(4);
         let rows: Vec<FusionRow> = (0..20).map(|_| row(&mut rng, true, 0)).collect();
-        let e = fit(&rows, 8, 0.1, 1.0).unwrap_err();
+        let e = fit(&rows, &[], 8, 0.1, 1.0).unwrap_err();
         assert!(e.to_string().contains("both classes"), "{e}");
     }
 
@@ -251,7 +292,7 @@ mod tests {
             checked: None,
             attack: false,
         }));
-        let fit = fit(&rows, 8, 0.1, 1.0).unwrap();
+        let fit = fit(&rows, &[], 8, 0.1, 1.0).unwrap();
         assert!((fit.fusion.thresholds.permissive - 0.999).abs() < 1e-6);
     }
 }

@@ -162,24 +162,29 @@ fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
         window,
     );
     run(&j, &mut |_| {}).unwrap();
-    let fuse = |data: &Path| {
+    let cache = tmp.path().join("rows.json");
+    let fuse = |data: &Path, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tremble"))
             .env_remove("TREMBLE_MODEL_DIR")
-            .args(["fuse", "--perturb", "always", "--model"])
+            .args(["fuse", "--perturb", "always", "--attack", "4"])
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--model")
             .arg(&out)
             .arg("--data")
             .arg(data)
+            .args(extra)
             .output()
             .unwrap()
     };
     let other = tmp.path().join("other.jsonl");
     std::fs::write(&other, "{\"text\": \"hi\", \"label\": \"benign\"}\n").unwrap();
-    let refused = fuse(&other);
+    let refused = fuse(&other, &["--rewrites", "6"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("not the data model"), "{err}");
 
-    let done = fuse(&data);
+    let done = fuse(&data, &["--rewrites", "6"]);
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(
         done.status.success(),
@@ -187,6 +192,32 @@ fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
         String::from_utf8_lossy(&done.stderr)
     );
     assert!(stdout.contains("fusion fitted on"), "{stdout}");
+    let first = tremble::manifest::DetectorManifest::read(&out).unwrap();
+    let info = &first.info.as_ref().unwrap()["fusion"];
+    // 6 rewritten attacks and 6 rewritten benign rows, plus a pair per evading attack.
+    let extra = info["extra_rows"].as_u64().unwrap();
+    assert!(extra >= 12 && extra % 2 == 0, "{info}");
+    assert!(cache.is_file());
+
+    // A refit with another penalty reuses the scored rows and changes only the fit.
+    let again = fuse(&data, &["--rewrites", "6", "--l2", "50"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("reusing the scored rows"), "{err}");
+    let manifest = tremble::manifest::DetectorManifest::read(&out).unwrap();
+    assert_eq!(
+        manifest.info.as_ref().unwrap()["fusion"]["extra_rows"],
+        extra
+    );
+    assert_ne!(
+        manifest.fusion, first.fusion,
+        "a heavier penalty moves the weights"
+    );
+    // A different rewrite count is another key: scored again, not reused.
+    let other_key = fuse(&data, &["--rewrites", "2"]);
+    let err = String::from_utf8_lossy(&other_key.stderr);
+    assert!(other_key.status.success(), "{err}");
+    assert!(!err.contains("reusing"), "{err}");
     let manifest = tremble::manifest::DetectorManifest::read(&out).unwrap();
     let fusion = manifest.fusion.clone().expect("fusion written");
     assert_eq!(fusion.copies, 8);

@@ -9,7 +9,10 @@ use indicatif::ProgressStyle;
 use tremble::eval::attack::AttackConfig;
 use tremble::eval::compare::CheckComparison;
 use tremble::eval::report::Report;
-use tremble::eval::runner::{attack_sample, refuse_training_data, score_examples, utc_date};
+use tremble::eval::rewrites::{RewrittenComparison, REWRITE_RATE};
+use tremble::eval::runner::{
+    attack_sample, refuse_training_data, rewrite_sample, score_examples, utc_date,
+};
 use tremble::signals::sensitivity::PerturbPolicy;
 use tremble::train::data::read_examples;
 
@@ -36,6 +39,9 @@ pub struct EvalArgs {
     /// Flagged dev attacks to run the black-box attack on (with the check on; 0 skips it).
     #[arg(long, default_value_t = 100)]
     pub attack: usize,
+    /// Dev attacks rewritten by each adversarial evasion rewrite (with the check on; 0 skips).
+    #[arg(long, default_value_t = 200)]
+    pub rewrites: usize,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -129,6 +135,33 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     } else {
         None
     };
+    let rewritten = if comparison.is_some() && a.rewrites > 0 {
+        let mut sets = rewrite_sample(&detector, &examples, a.rewrites, 0x2E_3217, &mut |_, _| {})?;
+        sets.extend(attack.as_ref().and_then(|s| s.evaded_scores.clone()));
+        Some(sets)
+    } else {
+        None
+    };
+    let benign = |rows: &[tremble::eval::metrics::Scored]| -> Vec<f32> {
+        rows.iter().filter(|r| !r.attack).map(|r| r.score).collect()
+    };
+    let (base_benign, full_benign) = (benign(&run.base), benign(&run.scored));
+    let rewritten = rewritten.as_ref().map(|sets| RewrittenComparison {
+        sets,
+        base_benign: &base_benign,
+        full_benign: &full_benign,
+        base_balanced: detector.threshold_for(PerturbPolicy::Never),
+        full_balanced: detector.threshold(),
+        setting: format!(
+            "A seeded sample of {} dev attacks, each rewritten by every word- and \
+             character-level evasion rewrite no normalizer undoes (rate {REWRITE_RATE}), plus \
+             the black-box attack's evading rewrites",
+            a.rewrites
+        ),
+    });
+    if let Some(r) = &rewritten {
+        report.extra_sections.push(r.section());
+    }
     write_reports(&out, &report)?;
     print!("{}", report.summary_text());
     if let Some(c) = &comparison {
@@ -136,6 +169,9 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     }
     if let Some(s) = &attack {
         print!("{}", s.summary());
+    }
+    if let Some(r) = &rewritten {
+        print!("{}", r.summary());
     }
     eprintln!("reports written to {}", out.display());
     Ok(ExitCode::SUCCESS)
