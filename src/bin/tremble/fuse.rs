@@ -315,13 +315,12 @@ fn score_all(
     }
     if a.attack > 0 {
         let base_t = detector.threshold_for(PerturbPolicy::Never);
-        let flagged: Vec<usize> = calibration
+        let mut flagged: Vec<usize> = calibration
             .iter()
             .zip(rows)
             .filter(|(r, _)| r.attack && r.base >= base_t)
             .map(|(_, &i)| i)
             .collect();
-        let mut flagged = flagged;
         Rng::new(seed ^ 0xA7).shuffle(&mut flagged);
         flagged.truncate(a.attack);
         let attack_texts: Vec<&str> = flagged.iter().map(|&i| examples[i].text.as_str()).collect();
