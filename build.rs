@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kernels compiled to PTX, each loaded by `src/ops/<stem>.rs`.
-const KERNELS: [&str; 2] = ["sensitivity", "perturb_tokens"];
+const KERNELS: [&str; 6] = [
+    "sensitivity",
+    "perturb_tokens",
+    "layer_norm",
+    "bias_gelu",
+    "masked_softmax",
+    "mean_pool",
+];
 
 fn main() {
     println!("cargo::rerun-if-changed=kernels");

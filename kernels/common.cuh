@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <math.h>
+#include <string.h>
 
 #define TR_HD __host__ __device__ __forceinline__
 
@@ -92,9 +93,20 @@ TR_HD uint32_t tr_substitute(uint64_t t, uint32_t r, uint32_t original, uint32_t
 // Jensen-Shannon divergence of two label rows in nats (src/ops/sensitivity.rs jsd).
 #define TR_JS_EPS 1e-12f
 
-// Loads as f32, whatever the storage dtype (the host twin only instantiates float).
+// Loads as f32 and stores from f32, whatever the storage dtype (the host twin only
+// instantiates float).
 TR_HD float tr_f32(float x) { return x; }
 TR_HD float tr_f32(double x) { return (float)x; }
+__device__ __forceinline__ void tr_store(float *o, float v) { *o = v; }
+__device__ __forceinline__ void tr_store(double *o, float v) { *o = (double)v; }
+#if defined(__CUDACC__) && !defined(TREMBLE_EMU)
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+TR_HD float tr_f32(__half x) { return __half2float(x); }
+TR_HD float tr_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void tr_store(__half *o, float v) { *o = __float2half_rn(v); }
+__device__ __forceinline__ void tr_store(__nv_bfloat16 *o, float v) { *o = __float2bfloat16_rn(v); }
+#endif
 
 template <typename T>
 TR_HD float tr_jsd(const T *p, const T *q, int l) {
@@ -137,3 +149,93 @@ TR_HD void tr_sensitivity_row(const T *p, int k1, int l, float threshold, float 
     out[3] = max_delta;
     out[4] = js / k;
 }
+
+// erf(x) in f32 as a rational function of x (odd numerator of degree 13, even denominator of
+// degree 8; the coefficients of Eigen's float erf), clamped at |x| = 4 where erf rounds to +-1
+// in f32: max abs error about 4e-7, no exp, so the CPU twin vectorizes
+// (src/ops/bias_gelu.rs erf, the same operations in the same order).
+TR_HD float tr_erf(float x) {
+    x = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x);
+    float x2 = x * x;
+    float p = -2.72614225801306e-10f;
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
+// GELU with the exact (erf) form BERT uses.
+TR_HD float tr_gelu(float x) { return 0.5f * x * (1.0f + tr_erf(x * 0.70710678118654752f)); }
+
+// exp(x) in f32 for x <= 0 (softmax logits minus their maximum): Cody-Waite reduction by
+// ln 2 and the degree-6 polynomial of Cephes' expf, rounded with the 1.5 * 2^23 trick and scaled
+// by writing the exponent bits; relative error about 2e-7, and inputs below -87 give the
+// smallest normal float instead of 0. No libm call, so the CPU twin (src/ops/masked_softmax.rs
+// exp) vectorizes; same operations in the same order.
+TR_HD float tr_exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 0.0f ? 0.0f : x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * (r * r) + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+#if defined(__CUDA_ARCH__)
+    return y * __int_as_float(bits);
+#else
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+#endif
+}
+
+// Largest block the row kernels take; their shared reduction buffers have this many slots.
+#define TR_MAX_BLOCK 1024
+
+// Sum of `v` over the block, returned to every thread. blockDim.x must be a power of two;
+// `buf` is shared memory of at least blockDim.x floats.
+__device__ __forceinline__ float tr_block_sum(float v, float *buf) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) buf[threadIdx.x] += buf[threadIdx.x + s];
+        __syncthreads();
+    }
+    float total = buf[0];
+    __syncthreads();
+    return total;
+}
+
+// Maximum of `v` over the block, as tr_block_sum.
+__device__ __forceinline__ float tr_block_max(float v, float *buf) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) buf[threadIdx.x] = fmaxf(buf[threadIdx.x], buf[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float m = buf[0];
+    __syncthreads();
+    return m;
+}
+
+// Instantiates KERNEL_MACRO for f32, and for f16 and bf16 where nvcc compiles (the host twin
+// has no half types).
+#if defined(__CUDACC__) && !defined(TREMBLE_EMU)
+#define TR_FOR_FLOAT_TYPES(M, STEM) M(STEM##_f32, float) M(STEM##_f16, __half) M(STEM##_bf16, __nv_bfloat16)
+#else
+#define TR_FOR_FLOAT_TYPES(M, STEM) M(STEM##_f32, float)
+#endif

@@ -40,6 +40,10 @@ static void emu_launch(unsigned grid, unsigned block, const std::function<void()
     }
 }
 
+#include "bias_gelu.cu"
+#include "layer_norm.cu"
+#include "masked_softmax.cu"
+#include "mean_pool.cu"
 #include "perturb_tokens.cu"
 #include "sensitivity.cu"
 
@@ -61,7 +65,32 @@ void tremble_emu_perturb_tokens(const uint32_t *ids, uint32_t *out, uint32_t n, 
     });
 }
 
+void tremble_emu_layer_norm_f32(const float *x, const float *r, const float *w, const float *b,
+                                float *out, uint32_t rows, uint32_t h, uint32_t residual,
+                                float eps, uint32_t grid, uint32_t block) {
+    emu_launch(grid, block, [&] { layer_norm_f32(x, r, w, b, out, rows, h, residual, eps); });
+}
+
+void tremble_emu_bias_gelu_f32(const float *x, const float *bias, float *out, uint32_t n,
+                               uint32_t cols, uint32_t grid, uint32_t block) {
+    emu_launch(grid, block, [&] { bias_gelu_f32(x, bias, out, n, cols); });
+}
+
+void tremble_emu_masked_softmax_f32(const float *scores, const uint32_t *mask, float *out,
+                                    uint32_t rows, uint32_t len, uint32_t rows_per_batch,
+                                    float scale, uint32_t grid, uint32_t block) {
+    emu_launch(grid, block,
+               [&] { masked_softmax_f32(scores, mask, out, rows, len, rows_per_batch, scale); });
+}
+
+void tremble_emu_mean_pool_f32(const float *x, const uint32_t *mask, float *out, uint32_t batch,
+                               uint32_t len, uint32_t h, uint32_t grid, uint32_t block) {
+    emu_launch(grid, block, [&] { mean_pool_f32(x, mask, out, batch, len, h); });
+}
+
 // The per-element helpers on their own, for bit-for-bit checks against the Rust twins.
 uint64_t tremble_emu_mix(uint64_t z) { return tr_mix(z); }
 uint32_t tremble_emu_edit_count(double rate, uint32_t n) { return tr_edit_count(rate, n); }
+float tremble_emu_gelu(float x) { return tr_gelu(x); }
+float tremble_emu_exp(float x) { return tr_exp(x); }
 }

@@ -4,17 +4,6 @@
 // order of the CPU op, so the two differ only by the device's logf.
 #include "common.cuh"
 
-#if defined(__CUDACC__) && !defined(TREMBLE_EMU)
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-TR_HD float tr_f32(__half x) { return __half2float(x); }
-TR_HD float tr_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void tr_store(__half *o, float v) { *o = __float2half_rn(v); }
-__device__ __forceinline__ void tr_store(__nv_bfloat16 *o, float v) { *o = __float2bfloat16_rn(v); }
-#endif
-__device__ __forceinline__ void tr_store(float *o, float v) { *o = v; }
-__device__ __forceinline__ void tr_store(double *o, float v) { *o = (double)v; }
-
 #define TR_SENSITIVITY_FEATURES 5
 
 template <typename T>

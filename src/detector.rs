@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::manifest::{locate_base, DetectorManifest};
-use crate::models::bert::{mean_pool, BertConfig, BertModel};
+use crate::models::bert::{BertConfig, BertModel};
 use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
 use crate::signals::sensitivity::{fusion_inputs, Fusion, PerturbPolicy, PerturbSettings};
@@ -798,7 +798,7 @@ impl Detector {
         let _span = tracing::debug_span!("forward", windows = batch.len()).entered();
         let (ids, mask) = pad_batch(batch, self.tokenizer.pad_id(), &self.device)?;
         let hidden = self.encoder.forward(&ids, &mask)?;
-        Ok(mean_pool(&hidden, &mask)?)
+        Ok(self.encoder.pool(&hidden, &mask)?)
     }
 }
 

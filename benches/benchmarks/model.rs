@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use tremble::models::bert::{mean_pool, BertConfig, BertModel};
+use tremble::models::bert::{BertConfig, BertModel, EncoderOps};
 
 fn load() -> Option<BertModel> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
@@ -20,33 +20,66 @@ fn load() -> Option<BertModel> {
     BertModel::load(VarBuilder::from_tensors(t, DType::F32, &Device::Cpu), &cfg).ok()
 }
 
+fn ids(b: usize, t: usize) -> Tensor {
+    let ids: Vec<u32> = (0..b * t)
+        .map(|i| 1000 + (i as u32 * 7919) % 20000)
+        .collect();
+    Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap()
+}
+
+/// Forward + pooling, with the clock stopped once the pooled rows are on the host.
+fn forward(model: &BertModel, ids: &Tensor, mask: &Tensor, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let h = model.forward(ids, mask).unwrap();
+        let _ = model.pool(&h, mask).unwrap().to_vec2::<f32>().unwrap();
+    }
+    start.elapsed()
+}
+
 fn encoder(c: &mut Criterion) {
     let Some(model) = load() else { return };
     let mut g = c.benchmark_group("cpu_encoder_forward");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for &(b, t) in &[(1usize, 32usize), (1, 128), (8, 128), (32, 128)] {
-        let ids: Vec<u32> = (0..b * t)
-            .map(|i| 1000 + (i as u32 * 7919) % 20000)
-            .collect();
-        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+        let ids = ids(b, t);
         let mask = ids.ones_like().unwrap();
         g.throughput(Throughput::Elements((b * t) as u64));
         g.bench_with_input(
             BenchmarkId::from_parameter(format!("{b}x{t}")),
             &(),
-            |bench, _| {
-                bench.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let h = model.forward(&ids, &mask).unwrap();
-                        let _ = mean_pool(&h, &mask).unwrap().to_vec2::<f32>().unwrap();
-                    }
-                    start.elapsed()
-                })
-            },
+            |bench, _| bench.iter_custom(|iters| forward(&model, &ids, &mask, iters)),
         );
     }
     g.finish();
 }
 
-criterion_group!(benches, encoder);
+/// The comparison: the same weights run on tremble's fused ops and on candle's
+/// separate ops, side by side in one group, at batch 32 × 128 tokens (and 8 × 128). A quarter
+/// of each batch's rows is padded to half length, as real batches are.
+fn fused_vs_separate(c: &mut Criterion) {
+    let Some(fused) = load() else { return };
+    let Some(separate) = load() else { return };
+    let separate = separate.with_ops(EncoderOps::Candle);
+    assert_eq!(fused.ops(), EncoderOps::Fused);
+    let mut g = c.benchmark_group("cpu_encoder_fused_vs_separate");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for &(b, t) in &[(32usize, 128usize), (8, 128)] {
+        let ids = ids(b, t);
+        let keep: Vec<u32> = (0..b * t)
+            .map(|i| u32::from(i / t % 4 != 3 || i % t < t / 2))
+            .collect();
+        let mask = Tensor::from_vec(keep, (b, t), &Device::Cpu).unwrap();
+        g.throughput(Throughput::Elements((b * t) as u64));
+        for (name, model) in [("fused", &fused), ("candle_separate", &separate)] {
+            g.bench_with_input(
+                BenchmarkId::new(name, format!("{b}x{t}")),
+                &(),
+                |bench, _| bench.iter_custom(|iters| forward(model, &ids, &mask, iters)),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encoder, fused_vs_separate);

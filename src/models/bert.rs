@@ -1,8 +1,15 @@
 //! BERT encoder (post-LayerNorm, GELU-erf, absolute positions) read top to bottom like the
 //! Hugging Face module: Config, Embeddings, Attention, Layer, Encoder, Model, pooling.
 //! It owns the architecture only: no tokenization, no batching policy, no heads.
+//!
+//! The elementwise and normalisation steps run through one of three implementations
+//! ([`EncoderOps`]): tremble's fused ops (`crate::ops`, the default), candle's own separate ops
+//! (the baseline they are benchmarked against), or the fused ops' reference twins made of plain
+//! candle ops (differentiable: what training runs). All three compute the same function.
 
 use candle_core::{DType, Module, Result, Tensor, D};
+
+use crate::ops;
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
@@ -62,6 +69,63 @@ impl BertConfig {
     }
 }
 
+/// Which implementation runs the encoder's residual adds, LayerNorms, bias + GELU, attention
+/// softmax and pooling. The matmuls are candle's in all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderOps {
+    /// tremble's fused ops ([`crate::ops`]): one pass each, CPU and CUDA. No gradients.
+    #[default]
+    Fused,
+    /// candle's separate ops (bias add, `gelu_erf`, scale, mask bias add, candle-nn's
+    /// LayerNorm and `softmax_last_dim`): the baseline of the fused ops' benchmark. candle's
+    /// fused LayerNorm and softmax have no backward either.
+    Candle,
+    /// The fused ops' `*_reference` twins, made of plain candle ops: slower, differentiable.
+    Reference,
+}
+
+/// A `[B, T]` attention mask (1 = token, 0 = padding) in the forms the implementations use.
+pub struct AttentionMask {
+    /// `[B, T]` u32.
+    mask: Tensor,
+    /// The additive bias of [`attention_bias`], `[B, 1, 1, T]`, for [`EncoderOps::Candle`].
+    bias: Tensor,
+}
+
+impl AttentionMask {
+    /// Prepares `mask` (`[B, T]`, any dtype, nonzero = token) for states of `dtype`.
+    ///
+    /// # Errors
+    /// When `mask` is not 2-D.
+    pub fn new(mask: &Tensor, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            mask: mask.ne(0u32)?.to_dtype(DType::U32)?,
+            bias: attention_bias(mask, dtype)?,
+        })
+    }
+}
+
+fn layer_norm_op(
+    n: &LayerNorm,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    ops: EncoderOps,
+) -> Result<Tensor> {
+    let Some(bias) = n.bias() else {
+        candle_core::bail!("bert: LayerNorm without a bias");
+    };
+    match ops {
+        EncoderOps::Fused => ops::add_layer_norm(x, residual, n.weight(), bias, n.eps()),
+        EncoderOps::Reference => {
+            ops::add_layer_norm_reference(x, residual, n.weight(), bias, n.eps())
+        }
+        EncoderOps::Candle => match residual {
+            Some(r) => n.forward(&x.add(r)?),
+            None => n.forward(x),
+        },
+    }
+}
+
 struct Embeddings {
     word: Embedding,
     position: Embedding,
@@ -87,7 +151,7 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, ids: &Tensor, type_ids: &Tensor) -> Result<Tensor> {
+    fn forward(&self, ids: &Tensor, type_ids: &Tensor, ops: EncoderOps) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, len as u32, ids.device())?;
         let x = self
@@ -95,7 +159,7 @@ impl Embeddings {
             .forward(ids)?
             .add(&self.token_type.forward(type_ids)?)?
             .broadcast_add(&self.position.forward(&positions)?)?;
-        self.norm.forward(&x)
+        layer_norm_op(&self.norm, &x, None, ops)
     }
 }
 
@@ -133,16 +197,24 @@ impl Attention {
             .contiguous()
     }
 
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mask: &AttentionMask, ops: EncoderOps) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let q = self.split_heads(&self.query.forward(x)?)?;
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = match ops {
+            EncoderOps::Fused => ops::masked_softmax(&scores, &mask.mask, scale as f32)?,
+            EncoderOps::Reference => {
+                ops::masked_softmax_reference(&scores, &mask.mask, scale as f32)?
+            }
+            EncoderOps::Candle => {
+                candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(&mask.bias)?)?
+            }
+        };
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-        self.norm.forward(&self.output.forward(&ctx)?.add(x)?)
+        layer_norm_op(&self.norm, &self.output.forward(&ctx)?, Some(x), ops)
     }
 }
 
@@ -154,6 +226,7 @@ pub struct BertLayer {
     output: Linear,
     norm: LayerNorm,
     relu: bool,
+    ops: EncoderOps,
 }
 
 impl BertLayer {
@@ -180,18 +253,35 @@ impl BertLayer {
                 vb.pp("output").pp("LayerNorm"),
             )?,
             relu: c.hidden_act == "relu",
+            ops: EncoderOps::default(),
         })
     }
 
-    /// `x [B, T, H]` with the additive bias of [`attention_bias`].
+    /// The same layer running on `ops` (training needs [`EncoderOps::Reference`]).
+    pub fn with_ops(mut self, ops: EncoderOps) -> Self {
+        self.ops = ops;
+        self
+    }
+
+    /// `x [B, T, H]` under `mask`.
     ///
     /// # Errors
     /// On shape mismatch.
-    pub fn forward(&self, x: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
-        let a = self.attention.forward(x, mask_bias)?;
-        let i = self.intermediate.forward(&a)?;
-        let i = if self.relu { i.relu()? } else { i.gelu_erf()? };
-        self.norm.forward(&self.output.forward(&i)?.add(&a)?)
+    pub fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        let a = self.attention.forward(x, mask, self.ops)?;
+        let i = match (self.relu, self.ops, self.intermediate.bias()) {
+            (false, EncoderOps::Fused, Some(bias)) => {
+                let w = self.intermediate.weight();
+                ops::bias_gelu(&Linear::new(w.clone(), None).forward(&a)?, bias)?
+            }
+            (false, EncoderOps::Reference, Some(bias)) => {
+                let w = self.intermediate.weight();
+                ops::bias_gelu_reference(&Linear::new(w.clone(), None).forward(&a)?, bias)?
+            }
+            (true, ..) => self.intermediate.forward(&a)?.relu()?,
+            _ => self.intermediate.forward(&a)?.gelu_erf()?,
+        };
+        layer_norm_op(&self.norm, &self.output.forward(&i)?, Some(&a), self.ops)
     }
 }
 
@@ -200,6 +290,7 @@ pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<BertLayer>,
     config: BertConfig,
+    ops: EncoderOps,
 }
 
 impl BertModel {
@@ -223,7 +314,33 @@ impl BertModel {
             embeddings,
             layers,
             config: config.clone(),
+            ops: EncoderOps::default(),
         })
+    }
+
+    /// The same model running on `ops` ([`EncoderOps::Fused`] unless changed).
+    pub fn with_ops(mut self, ops: EncoderOps) -> Self {
+        self.ops = ops;
+        self.layers = self.layers.into_iter().map(|l| l.with_ops(ops)).collect();
+        self
+    }
+
+    /// The implementation the model runs on.
+    pub fn ops(&self) -> EncoderOps {
+        self.ops
+    }
+
+    /// Masked mean of `hidden` `[B, T, H]` over the tokens of `mask` `[B, T]` → `[B, H]`,
+    /// through the model's [`EncoderOps`].
+    ///
+    /// # Errors
+    /// On mismatched shapes.
+    pub fn pool(&self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        match self.ops {
+            EncoderOps::Fused => ops::masked_mean_pool(hidden, mask),
+            EncoderOps::Reference => ops::masked_mean_pool_reference(hidden, mask),
+            EncoderOps::Candle => mean_pool(hidden, mask),
+        }
     }
 
     /// The configuration the model was built with.
@@ -255,7 +372,7 @@ impl BertModel {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let _span = tracing::trace_span!("bert.embeddings").entered();
         let type_ids = ids.zeros_like()?;
-        self.embeddings.forward(ids, &type_ids)
+        self.embeddings.forward(ids, &type_ids, self.ops)
     }
 
     /// Runs the layers in `range` on `hidden`; lets training cache the frozen lower layers.
@@ -268,10 +385,10 @@ impl BertModel {
         mask: &Tensor,
         range: std::ops::Range<usize>,
     ) -> Result<Tensor> {
-        let bias = attention_bias(mask, hidden.dtype())?;
+        let mask = AttentionMask::new(mask, hidden.dtype())?;
         for (i, layer) in self.layers[range.clone()].iter().enumerate() {
             let _span = tracing::trace_span!("bert.layer", index = range.start + i).entered();
-            hidden = layer.forward(&hidden, &bias)?;
+            hidden = layer.forward(&hidden, &mask)?;
         }
         Ok(hidden)
     }

@@ -31,6 +31,51 @@ extern "C" {
         pad_id: u32,
         block: u32,
     );
+    pub(crate) fn tremble_emu_layer_norm_f32(
+        x: *const f32,
+        r: *const f32,
+        w: *const f32,
+        b: *const f32,
+        out: *mut f32,
+        rows: u32,
+        h: u32,
+        residual: u32,
+        eps: f32,
+        grid: u32,
+        block: u32,
+    );
+    pub(crate) fn tremble_emu_bias_gelu_f32(
+        x: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        n: u32,
+        cols: u32,
+        grid: u32,
+        block: u32,
+    );
+    pub(crate) fn tremble_emu_masked_softmax_f32(
+        scores: *const f32,
+        mask: *const u32,
+        out: *mut f32,
+        rows: u32,
+        len: u32,
+        rows_per_batch: u32,
+        scale: f32,
+        grid: u32,
+        block: u32,
+    );
+    pub(crate) fn tremble_emu_mean_pool_f32(
+        x: *const f32,
+        mask: *const u32,
+        out: *mut f32,
+        batch: u32,
+        len: u32,
+        h: u32,
+        grid: u32,
+        block: u32,
+    );
+    pub(crate) fn tremble_emu_gelu(x: f32) -> f32;
+    pub(crate) fn tremble_emu_exp(x: f32) -> f32;
     pub(crate) fn tremble_emu_mix(z: u64) -> u64;
     pub(crate) fn tremble_emu_edit_count(rate: f64, n: u32) -> u32;
 }

@@ -6,12 +6,28 @@
 //! to [`crate::Error`] happens at the public boundary, not here. Only this module and
 //! `crate::device` know that CUDA exists.
 
+pub mod bias_gelu;
+mod elem;
 #[allow(dead_code)] // used by tests only
 mod emu;
+#[cfg(test)]
+mod encoder_tests;
+pub mod layer_norm;
+pub mod masked_softmax;
+pub mod mean_pool;
 pub mod perturb_tokens;
 pub mod sensitivity;
 
+pub use bias_gelu::{bias_gelu, bias_gelu_reference};
+pub use layer_norm::{add_layer_norm, add_layer_norm_reference};
+pub use masked_softmax::{masked_softmax, masked_softmax_reference};
+pub use mean_pool::{masked_mean_pool, masked_mean_pool_reference};
 pub use perturb_tokens::{perturb_tokens, TokenCopies, PERTURB_TOKENS_MAX_LEN};
 pub use sensitivity::{
     sensitivity, sensitivity_reference, SENSITIVITY_FEATURES, SENSITIVITY_JS_EPS,
 };
+
+/// Threads per block of the row kernels (one block per row); a power of two for their tree
+/// reductions.
+#[cfg(feature = "cuda")]
+const ROW_BLOCK: u32 = 128;

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
-use crate::models::bert::{attention_bias, mean_pool, BertConfig, BertLayer};
+use crate::models::bert::{mean_pool, AttentionMask, BertConfig, BertLayer, EncoderOps};
 use crate::rng::Rng;
 use crate::signals::classifier::ClassifierHead;
 use crate::train::features::WindowFeatures;
@@ -137,7 +137,11 @@ impl TrainModel {
         }
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let layers = (first_layer..bert.num_hidden_layers)
-            .map(|l| BertLayer::load(vb.pp("encoder").pp("layer").pp(l), bert))
+            .map(|l| {
+                // Training needs gradients through every step of the layer.
+                BertLayer::load(vb.pp("encoder").pp("layer").pp(l), bert)
+                    .map(|layer| layer.with_ops(EncoderOps::Reference))
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let head = ClassifierHead::load(vb, bert.hidden_size, categories, cfg.head_hidden)?;
         Ok(Self {
@@ -164,9 +168,9 @@ impl TrainModel {
     ) -> Result<(Tensor, Tensor)> {
         let (mut x, mask) = feats.batch(windows, &Device::Cpu)?;
         if !self.layers.is_empty() {
-            let bias = attention_bias(&mask, DType::F32)?;
+            let mask = AttentionMask::new(&mask, DType::F32)?;
             for layer in &self.layers {
-                x = layer.forward(&x, &bias)?;
+                x = layer.forward(&x, &mask)?;
             }
         }
         let pooled = mean_pool(&x, &mask)?;

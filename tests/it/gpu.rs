@@ -96,3 +96,131 @@ fn token_perturbation_kernel_reproduces_the_cpu_copies_bit_for_bit() {
         assert_eq!(dev.to_vec3::<u32>().unwrap(), cpu, "{edit}");
     }
 }
+
+fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| ((rng.next_f64() * 2.0 - 1.0) as f32) * scale)
+        .collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        - b.to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap())
+    .unwrap();
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "requires a CUDA device"]
+fn encoder_op_kernels_match_the_cpu_ops() {
+    use tremble::ops::{add_layer_norm, bias_gelu, masked_mean_pool, masked_softmax};
+    let gpu = cuda();
+    let x = randn(&[3, 130, 384], 3.0, 1);
+    let r = randn(&[3, 130, 384], 3.0, 2);
+    let (w, b) = (randn(&[384], 1.0, 3), randn(&[384], 1.0, 4));
+    let s = randn(&[3, 12, 130, 130], 8.0, 5);
+    let keep: Vec<u32> = (0..3 * 130)
+        .map(|i| u32::from(i / 130 == 0 || i % 130 < 70 * (i / 130 % 2)))
+        .collect();
+    let m = Tensor::from_vec(keep, (3, 130), &Device::Cpu).unwrap(); // full, empty, padded rows
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let tol = match dtype {
+            DType::F32 => 1e-5,
+            DType::F16 => 2e-2,
+            _ => 1e-1,
+        };
+        let on = |t: &Tensor, d: &Device| t.to_dtype(dtype).unwrap().to_device(d).unwrap();
+        let cpu = Device::Cpu;
+        let cases = [
+            (
+                "layer_norm",
+                add_layer_norm(
+                    &on(&x, &cpu),
+                    Some(&on(&r, &cpu)),
+                    &on(&w, &cpu),
+                    &on(&b, &cpu),
+                    1e-12,
+                )
+                .unwrap(),
+                add_layer_norm(
+                    &on(&x, &gpu),
+                    Some(&on(&r, &gpu)),
+                    &on(&w, &gpu),
+                    &on(&b, &gpu),
+                    1e-12,
+                )
+                .unwrap(),
+            ),
+            (
+                "bias_gelu",
+                bias_gelu(&on(&x, &cpu), &on(&b, &cpu)).unwrap(),
+                bias_gelu(&on(&x, &gpu), &on(&b, &gpu)).unwrap(),
+            ),
+            (
+                "masked_softmax",
+                masked_softmax(&on(&s, &cpu), &m, 0.125).unwrap(),
+                masked_softmax(&on(&s, &gpu), &m.to_device(&gpu).unwrap(), 0.125).unwrap(),
+            ),
+            (
+                "mean_pool",
+                masked_mean_pool(&on(&x, &cpu), &m).unwrap(),
+                masked_mean_pool(&on(&x, &gpu), &m.to_device(&gpu).unwrap()).unwrap(),
+            ),
+        ];
+        for (name, c, g) in &cases {
+            let err = max_err(c, g);
+            assert!(err <= tol, "{name} {dtype:?}: max error {err}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "requires a CUDA device"]
+fn the_encoder_on_the_gpu_matches_the_cpu() {
+    use candle_nn::VarBuilder;
+    use tremble::models::bert::{BertModel, EncoderOps};
+    let gpu = cuda();
+    let cfg = tremble::testing::tiny_config();
+    let ids = Tensor::new(&[[2u32, 5, 7, 9, 3], [2, 6, 3, 0, 0]], &Device::Cpu).unwrap();
+    let mask = ids.ne(0u32).unwrap().to_dtype(DType::U32).unwrap();
+    let load = |dev: &Device, dtype: DType, ops: EncoderOps| {
+        let t = tremble::testing::tiny_tensors_on(dev, dtype).unwrap();
+        BertModel::load(VarBuilder::from_tensors(t, dtype, dev), &cfg)
+            .unwrap()
+            .with_ops(ops)
+    };
+    let run = |m: &BertModel, dev: &Device| {
+        let (i, k) = (ids.to_device(dev).unwrap(), mask.to_device(dev).unwrap());
+        m.pool(&m.forward(&i, &k).unwrap(), &k).unwrap()
+    };
+    let want = run(
+        &load(&Device::Cpu, DType::F32, EncoderOps::Fused),
+        &Device::Cpu,
+    );
+    for (dtype, ops, tol) in [
+        (DType::F32, EncoderOps::Fused, 1e-4),
+        (DType::F32, EncoderOps::Candle, 1e-4),
+        (DType::F16, EncoderOps::Fused, 2e-2),
+        (DType::BF16, EncoderOps::Fused, 1e-1),
+    ] {
+        let err = max_err(&run(&load(&gpu, dtype, ops), &gpu), &want);
+        assert!(err <= tol, "{dtype:?} {ops:?}: max error {err}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Fused bias add + GELU(erf): `y = gelu(x + bias)` with the bias broadcast over the last
+//! dimension, the activation of BERT's feed-forward block applied straight to a bias-free
+//! matmul. One pass instead of candle's bias add and (single-threaded) `gelu_erf`.
+//!
+//! erf is [`erf`], a rational approximation (max abs error ≈ 4e-7) that needs no `exp`, so the
+//! CPU loop vectorizes; the kernel (`kernels/bias_gelu.cu`) runs the same operations.
+//! f32, f16 or bf16; arithmetic in f32.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+use super::elem::{contiguous, for_rows, storage, unsupported, Elem};
+
+/// erf in f32 (the coefficients of Eigen's float erf: odd numerator of degree 13 over an even
+/// denominator of degree 8, input clamped at ±4 where erf rounds to ±1). Same operations, in
+/// the same order, as `tr_erf` in `kernels/common.cuh`.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the kernel's literals, digit for digit
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.72614225801306e-10_f32;
+    p = p * x2 + 2.77068142495902e-08;
+    p = p * x2 + -2.10102402082508e-06;
+    p = p * x2 + -5.69250639462346e-05;
+    p = p * x2 + -7.34990630326855e-04;
+    p = p * x2 + -2.95459980854025e-03;
+    p = p * x2 + -1.60960333262415e-02;
+    let mut q = -1.45660718464996e-05_f32;
+    q = q * x2 + -2.13374055278905e-04;
+    q = q * x2 + -1.68282697438203e-03;
+    q = q * x2 + -7.37332916720468e-03;
+    q = q * x2 + -1.42647390514189e-02;
+    x * p / q
+}
+
+/// GELU with the exact (erf) form, through [`erf`].
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "bias_gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let out = match (x, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => storage(cpu(x, xl, b, bl)?),
+            (CpuStorage::F16(x), CpuStorage::F16(b)) => storage(cpu(x, xl, b, bl)?),
+            (CpuStorage::BF16(x), CpuStorage::BF16(b)) => storage(cpu(x, xl, b, bl)?),
+            _ => return unsupported("bias_gelu", xl, x.dtype()),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        b: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::{CudaStorageSlice as S, WrapErr};
+
+        let n = xl.shape().elem_count();
+        let cols = bl.shape().elem_count();
+        let (Some((x0, x1)), Some((b0, b1))) = (xl.contiguous_offsets(), bl.contiguous_offsets())
+        else {
+            bail!("bias_gelu: x {:?} and bias must be contiguous", xl.shape());
+        };
+        let dev = x.device().clone();
+        let cfg = LaunchConfig {
+            grid_dim: ((n as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (n32, c32) = (n as u32, cols as u32);
+        macro_rules! launch {
+            ($x:expr, $b:expr, $t:ty, $name:literal, $variant:ident) => {{
+                // SAFETY: the kernel writes every element.
+                let out = unsafe { dev.alloc::<$t>(n) }?;
+                if n > 0 {
+                    let (xs, bs) = ($x.slice(x0..x1), $b.slice(b0..b1));
+                    let func = dev.get_or_load_custom_func($name, "tremble_bias_gelu", PTX)?;
+                    let mut builder = func.builder();
+                    builder.arg(&xs);
+                    builder.arg(&bs);
+                    builder.arg(&out);
+                    builder.arg(&n32);
+                    builder.arg(&c32);
+                    // SAFETY: argument types and order match the kernel's signature.
+                    unsafe { builder.launch(cfg) }.w()?;
+                }
+                S::$variant(out)
+            }};
+        }
+        let slice = match (&x.slice, &b.slice) {
+            (S::F32(x), S::F32(b)) => launch!(x, b, f32, "bias_gelu_f32", F32),
+            (S::F16(x), S::F16(b)) => launch!(x, b, half::f16, "bias_gelu_f16", F16),
+            (S::BF16(x), S::BF16(b)) => launch!(x, b, half::bf16, "bias_gelu_bf16", BF16),
+            _ => return unsupported("bias_gelu", xl, x.dtype()),
+        };
+        Ok((
+            candle_core::CudaStorage { slice, device: dev },
+            xl.shape().clone(),
+        ))
+    }
+}
+
+/// The kernel's PTX, compiled by build.rs from `kernels/bias_gelu.cu`.
+#[cfg(feature = "cuda")]
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bias_gelu.ptx"));
+
+fn cpu<T: Elem>(x: &[T], xl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
+    let x = contiguous(x, xl, "bias_gelu: x")?;
+    let b: Vec<f32> = contiguous(b, bl, "bias_gelu: bias")?
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    let cols = b.len();
+    let mut out = vec![T::zero(); x.len()];
+    for_rows(&mut out, cols, |i, o| {
+        let xs = &x[i * cols..(i + 1) * cols];
+        for ((y, &v), &c) in o.iter_mut().zip(xs).zip(&b) {
+            *y = T::of_f32(gelu(v.to_f32() + c));
+        }
+    });
+    Ok(out)
+}
+
+fn check(x: &Tensor, bias: &Tensor) -> Result<()> {
+    let cols = x.dim(D::Minus1)?;
+    if cols == 0 || bias.dims() != [cols] || bias.dtype() != x.dtype() {
+        bail!(
+            "bias_gelu: x {:?} {:?} needs a bias [{cols}] of its dtype (cols > 0), got {:?} {:?}",
+            x.dims(),
+            x.dtype(),
+            bias.dims(),
+            bias.dtype()
+        );
+    }
+    if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        bail!(
+            "bias_gelu: x {:?} has dtype {:?}; expected f32, f16 or bf16",
+            x.dims(),
+            x.dtype()
+        );
+    }
+    Ok(())
+}
+
+/// `gelu(x + bias)` over the last dimension, in one pass.
+///
+/// # Errors
+/// When `bias` is not `[x.dim(-1)]` of `x`'s dtype, or the dtype is not f32, f16 or bf16.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use tremble::ops::bias_gelu;
+///
+/// let x = Tensor::new(&[[-1f32, 0.0, 1.0]], &Device::Cpu)?;
+/// let b = Tensor::new(&[1f32, 0.0, 2.0], &Device::Cpu)?;
+/// let y = bias_gelu(&x, &b)?.to_vec2::<f32>()?;
+/// assert_eq!(&y[0][..2], &[0.0, 0.0]);
+/// assert!((y[0][2] - 2.995_95).abs() < 1e-5); // gelu(3)
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check(x, bias)?;
+    x.contiguous()?
+        .apply_op2_no_bwd(&bias.contiguous()?, &BiasGelu)
+}
+
+/// [`bias_gelu`] made of plain candle ops (`broadcast_add`, `gelu_erf`): differentiable, any
+/// device; the test oracle.
+///
+/// # Errors
+/// As [`bias_gelu`].
+pub fn bias_gelu_reference(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check(x, bias)?;
+    let dtype = x.dtype();
+    x.to_dtype(DType::F32)?
+        .broadcast_add(&bias.to_dtype(DType::F32)?)?
+        .gelu_erf()?
+        .to_dtype(dtype)
+}
