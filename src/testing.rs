@@ -267,3 +267,17 @@ pub fn tiny_tensors_on(device: &Device, dtype: DType) -> Result<HashMap<String, 
         .map(|(k, v)| Ok((k, v.to_dtype(dtype)?.to_device(device)?)))
         .collect()
 }
+
+/// A `dims` f32 tensor on the CPU, uniform in `[-scale, scale)` from our seeded RNG: test data
+/// that is the same on every machine.
+///
+/// # Panics
+/// Never for valid dims (the element count matches by construction).
+pub fn uniform_tensor(dims: &[usize], scale: f32, seed: u64) -> Tensor {
+    let mut rng = crate::rng::Rng::new(seed);
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| ((rng.next_f64() * 2.0 - 1.0) as f32) * scale)
+        .collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).expect("element count matches dims")
+}

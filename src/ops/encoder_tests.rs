@@ -9,12 +9,7 @@ use super::*;
 use crate::rng::Rng;
 
 fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
-    let mut rng = Rng::new(seed);
-    let n: usize = dims.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| ((rng.next_f64() * 2.0 - 1.0) as f32) * scale)
-        .collect();
-    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    crate::testing::uniform_tensor(dims, scale, seed)
 }
 
 /// `[b, t]` u32 mask: row 0 full, the last row empty when `empty_row`, others a random prefix.

@@ -26,8 +26,15 @@ pub fn real_base(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Largest absolute difference of two tensors of the same shape, on any devices and dtypes.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    let host = |t: &Tensor| {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap()
+    };
+    let d = (host(a) - host(b)).unwrap();
     d.abs()
         .unwrap()
         .flatten_all()

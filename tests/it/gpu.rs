@@ -97,35 +97,8 @@ fn token_perturbation_kernel_reproduces_the_cpu_copies_bit_for_bit() {
     }
 }
 
-fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
-    let mut rng = Rng::new(seed);
-    let n: usize = dims.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| ((rng.next_f64() * 2.0 - 1.0) as f32) * scale)
-        .collect();
-    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-}
-
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_device(&Device::Cpu)
-        .unwrap()
-        - b.to_dtype(DType::F32)
-            .unwrap()
-            .to_device(&Device::Cpu)
-            .unwrap())
-    .unwrap();
-    d.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use crate::common::max_abs_diff as max_err;
+use tremble::testing::uniform_tensor as randn;
 
 #[test]
 #[ignore = "requires a CUDA device"]
