@@ -269,17 +269,19 @@ impl BertLayer {
     /// On shape mismatch.
     pub fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
         let a = self.attention.forward(x, mask, self.ops)?;
-        let i = match (self.relu, self.ops, self.intermediate.bias()) {
-            (false, EncoderOps::Fused, Some(bias)) => {
-                let w = self.intermediate.weight();
-                ops::bias_gelu(&Linear::new(w.clone(), None).forward(&a)?, bias)?
+        let i = match (self.relu, self.intermediate.bias()) {
+            (true, _) => self.intermediate.forward(&a)?.relu()?,
+            (false, Some(bias)) if self.ops != EncoderOps::Candle => {
+                // The bias joins the activation, so the matmul goes without it.
+                let w = self.intermediate.weight().clone();
+                let pre = Linear::new(w, None).forward(&a)?;
+                if self.ops == EncoderOps::Fused {
+                    ops::bias_gelu(&pre, bias)?
+                } else {
+                    ops::bias_gelu_reference(&pre, bias)?
+                }
             }
-            (false, EncoderOps::Reference, Some(bias)) => {
-                let w = self.intermediate.weight();
-                ops::bias_gelu_reference(&Linear::new(w.clone(), None).forward(&a)?, bias)?
-            }
-            (true, ..) => self.intermediate.forward(&a)?.relu()?,
-            _ => self.intermediate.forward(&a)?.gelu_erf()?,
+            (false, _) => self.intermediate.forward(&a)?.gelu_erf()?,
         };
         layer_norm_op(&self.norm, &self.output.forward(&i)?, Some(&a), self.ops)
     }

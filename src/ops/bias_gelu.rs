@@ -9,7 +9,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use super::elem::{contiguous, for_rows, storage, unsupported, Elem};
+use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
 
 /// erf in f32 (the coefficients of Eigen's float erf: odd numerator of degree 13 over an even
 /// denominator of degree 8, input clamped at ±4 where erf rounds to ±1). Same operations, in
@@ -151,14 +151,7 @@ fn check(x: &Tensor, bias: &Tensor) -> Result<()> {
             bias.dtype()
         );
     }
-    if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        bail!(
-            "bias_gelu: x {:?} has dtype {:?}; expected f32, f16 or bf16",
-            x.dims(),
-            x.dtype()
-        );
-    }
-    Ok(())
+    check_float("bias_gelu", "x", x)
 }
 
 /// `gelu(x + bias)` over the last dimension, in one pass.

@@ -2,7 +2,7 @@
 //! types the encoder uses on GPUs, computed in f32), contiguous views of their inputs, and the
 //! row-parallel loop.
 
-use candle_core::{bail, CpuStorage, Layout, Result, WithDType};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor, WithDType};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -80,8 +80,17 @@ pub(crate) fn for_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mu
 
 /// The dtype error every fused op gives for an unsupported input.
 pub(crate) fn unsupported<T>(op: &str, layout: &Layout, dtype: candle_core::DType) -> Result<T> {
-    bail!(
-        "{op}: input {:?} has dtype {dtype:?}; expected f32, f16 or bf16",
-        layout.shape()
-    )
+    dtype_error(op, "input", layout.dims(), dtype)
+}
+
+/// Refuses `t` (the op's input named `what`) unless it is f32, f16 or bf16.
+pub(crate) fn check_float(op: &str, what: &str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
+        dtype => dtype_error(op, what, t.dims(), dtype),
+    }
+}
+
+fn dtype_error<T>(op: &str, what: &str, dims: &[usize], dtype: DType) -> Result<T> {
+    bail!("{op}: {what} {dims:?} has dtype {dtype:?}; expected f32, f16 or bf16")
 }

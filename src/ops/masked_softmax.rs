@@ -10,7 +10,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use super::elem::{contiguous, for_rows, storage, unsupported, Elem};
+use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
 
 #[derive(Debug, Clone, Copy)]
 struct MaskedSoftmax {
@@ -183,12 +183,7 @@ fn check(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<()> {
             mask.dims()
         );
     }
-    if !matches!(scores.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        bail!(
-            "masked_softmax: scores {dims:?} have dtype {:?}; expected f32, f16 or bf16",
-            scores.dtype()
-        );
-    }
+    check_float("masked_softmax", "scores", scores)?;
     if !scale.is_finite() {
         bail!("masked_softmax: scale must be finite, got {scale} (scores {dims:?})");
     }

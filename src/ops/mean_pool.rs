@@ -9,7 +9,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use super::elem::{contiguous, for_rows, storage, unsupported, Elem};
+use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
 
 struct MeanPool;
 
@@ -136,13 +136,7 @@ fn check(hidden: &Tensor, mask: &Tensor) -> Result<()> {
             mask.dims()
         );
     }
-    if !matches!(hidden.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-        bail!(
-            "mean_pool: hidden {dims:?} has dtype {:?}; expected f32, f16 or bf16",
-            hidden.dtype()
-        );
-    }
-    Ok(())
+    check_float("mean_pool", "hidden", hidden)
 }
 
 /// The mean of each row's token states; see the module docs. The mask may have any integer or
