@@ -32,6 +32,7 @@ pub mod models;
 pub mod normalize;
 pub mod ops;
 pub mod perturb;
+pub mod records;
 pub mod rng;
 pub mod signals;
 #[doc(hidden)]

@@ -101,11 +101,19 @@ impl DetectorManifest {
                 format!("cannot read the model manifest ({e}); is this a tremble model directory?"),
             )
         })?;
-        let m: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::model_file(&path, format!("malformed manifest: {e}")))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks a manifest's text; `path` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::ModelFile`] when it is malformed, of an unknown format, or inconsistent.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let m: Self = serde_json::from_str(text)
+            .map_err(|e| Error::model_file(path, format!("malformed manifest: {e}")))?;
         if m.format != FORMAT {
             return Err(Error::model_file(
-                &path,
+                path,
                 format!(
                     "manifest format {} is not supported (expected {FORMAT})",
                     m.format
@@ -114,11 +122,11 @@ impl DetectorManifest {
         }
         m.window
             .validate()
-            .map_err(|e| Error::model_file(&path, e.to_string()))?;
+            .map_err(|e| Error::model_file(path, e.to_string()))?;
         for f in BASE_FILES {
             if !m.base.files.contains_key(f) {
                 return Err(Error::model_file(
-                    &path,
+                    path,
                     format!("base.files lacks a sha256 for {f}"),
                 ));
             }

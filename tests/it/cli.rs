@@ -235,7 +235,9 @@ fn base_encoder_from_the_hugging_face_cache_when_offline() {
             .stderr(Stdio::piped())
             .spawn()
             .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(b"hello world\n")?;
+                // A run that fails on its model exits before reading stdin, so the write
+                // may meet a closed pipe; the exit status is what the test checks.
+                let _ = c.stdin.take().unwrap().write_all(b"hello world\n");
                 c.wait_with_output()
             })
             .unwrap()

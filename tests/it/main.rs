@@ -5,6 +5,7 @@ mod common;
 mod detector;
 mod evasion;
 mod gpu;
+mod hostile;
 mod normalize;
 mod parity;
 mod perturb;

@@ -47,6 +47,17 @@ pub enum Format {
     Csv,
 }
 
+impl From<Format> for tremble::records::Format {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Auto => Self::Auto,
+            Format::Text => Self::Text,
+            Format::Jsonl => Self::Jsonl,
+            Format::Csv => Self::Csv,
+        }
+    }
+}
+
 /// Options shared by every command that loads a detector.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -103,6 +114,9 @@ pub struct ScoreArgs {
     /// CSV column that holds the text.
     #[arg(long, default_value = "text")]
     pub column: String,
+    /// Longer input lines (CSV fields) become error records without being held in memory.
+    #[arg(long, value_name = "BYTES", default_value_t = tremble::records::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
     /// Write verdicts here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

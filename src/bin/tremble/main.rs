@@ -5,7 +5,6 @@ mod args;
 mod eval;
 mod evasion;
 mod fuse;
-mod io;
 mod score;
 mod train;
 

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
+use tremble::records::{read_all, ReadOpts, Record};
 use tremble::{Detector, DeviceChoice, Threshold};
 
 use crate::args::{ModelArgs, ScoreArgs};
-use crate::io::{read_all, ReadOpts, Record};
 
 /// Loads the detector the model options describe.
 pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
@@ -41,9 +41,10 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
 pub fn run(a: ScoreArgs) -> Result<ExitCode> {
     let detector = load_detector(&a.model)?;
     let opts = ReadOpts {
-        format: a.format,
+        format: a.format.into(),
         field: a.field.clone(),
         column: a.column.clone(),
+        max_line_bytes: a.max_line_bytes,
     };
     let mut records = read_all(&a.inputs, &opts)?;
     let sink: Box<dyn Write> = match &a.output {
@@ -57,7 +58,10 @@ pub fn run(a: ScoreArgs) -> Result<ExitCode> {
     let chunk_len = (a.model.batch_size * 8).max(64);
     let (mut index, mut flagged) = (0usize, false);
     loop {
-        let chunk: Vec<Record> = records.by_ref().take(chunk_len).collect::<Result<_>>()?;
+        let chunk: Vec<Record> = records
+            .by_ref()
+            .take(chunk_len)
+            .collect::<tremble::Result<_>>()?;
         if chunk.is_empty() {
             break;
         }
