@@ -2,10 +2,10 @@
 //! HTML page, a standalone SVG ROC curve and a compact terminal summary.
 //!
 //! This module owns presentation only. It computes nothing beyond calling
-//! [`metrics`](super::metrics), and must not score text, read data or write files: callers
+//! [`metrics`], and must not score text, read data or write files: callers
 //! decide where the strings go (the Markdown refers to the curve as `roc.svg`, so write
 //! [`Report::roc_svg`] beside it under that name). Rendering is deterministic: same report,
-//! same bytes. Escaping and table formatting live in [`render`](super::render); text must
+//! same bytes. Escaping and table formatting live in `render`; text must
 //! reach the output only through them.
 
 use std::fmt::Write as _;

@@ -39,7 +39,7 @@ const SHORT_WORD_MAX_RANK: u32 = 100;
 const SHARE_SAMPLE: usize = 64;
 
 /// Share of the alphabetic tokens of two or more letters that are known words (0 when none),
-/// over the first [`SHARE_SAMPLE`] such tokens.
+/// over the first `SHARE_SAMPLE` such tokens.
 pub fn english_share(text: &str) -> f32 {
     let (mut known, mut all) = (0usize, 0usize);
     let mut buf = String::new();

@@ -3,7 +3,8 @@
 //! base score and the sensitivity features are fused into one probability (a small logistic
 //! model fitted on the calibration split and stored in the model manifest).
 //!
-//! The arithmetic of the features lives in [`crate::ops::sensitivity`]; the batching in
+//! The arithmetic of the features lives in
+//! [`crate::ops::sensitivity`](mod@crate::ops::sensitivity); the batching in
 //! [`crate::detector`]. This module knows neither tensors nor the encoder.
 
 use std::str::FromStr;
