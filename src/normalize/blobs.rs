@@ -7,6 +7,7 @@
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 
+use super::chars::is_letter;
 use super::hidden::printable_share;
 
 /// Shortest run considered a blob (shorter runs are words and ids).
@@ -92,7 +93,7 @@ fn blob_spans(text: &str) -> Vec<(usize, usize)> {
 
 fn readable(bytes: Vec<u8>) -> Option<String> {
     let s = String::from_utf8(bytes).ok()?;
-    let letters = s.chars().filter(|c| c.is_alphabetic()).count();
+    let letters = s.chars().filter(|&c| is_letter(c)).count();
     (printable_share(&s) >= 0.9 && letters * 2 >= s.chars().count()).then_some(s)
 }
 

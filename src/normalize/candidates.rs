@@ -3,6 +3,7 @@
 //! when its trigger fires and, where a guess could turn ordinary text into noise, only when the
 //! result reads as more English than the input.
 
+use super::chars::{is_letter, is_letter_or_digit};
 use super::words::{english_share, is_word, rank, segment};
 use super::ViewKind;
 
@@ -27,7 +28,7 @@ fn spaced_runs(toks: &[&str]) -> Vec<(usize, usize)> {
         }
         let letters = toks[i..j]
             .iter()
-            .filter(|t| t.chars().all(char::is_alphanumeric))
+            .filter(|t| t.chars().all(is_letter_or_digit))
             .count();
         if letters >= MIN_SPACED_RUN && letters * 4 >= (j - i) * 3 {
             runs.push((i, j));
@@ -106,7 +107,7 @@ fn leet_word_counts(text: &str) -> (usize, usize) {
             continue;
         }
         all += 1;
-        let letters = core.chars().any(|c| c.is_alphabetic());
+        let letters = core.chars().any(is_letter);
         let leet = core
             .chars()
             .any(|c| c.is_ascii_digit() || c == '@' || c == '$');
@@ -153,7 +154,7 @@ pub fn deleet(text: &str) -> Option<String> {
         }
     };
     for c in text.chars() {
-        if c.is_alphanumeric() || c == '@' || c == '$' {
+        if is_letter_or_digit(c) || c == '@' || c == '$' {
             word.push(c);
         } else {
             flush(&mut word, &mut out);
@@ -165,11 +166,11 @@ pub fn deleet(text: &str) -> Option<String> {
 }
 
 fn deleet_word(word: &str, heavy: bool) -> String {
-    let has_letter = word.chars().any(|c| c.is_alphabetic());
+    let has_letter = word.chars().any(is_letter);
     let has_leet = word.chars().any(|c| !leet_options(c).is_empty());
     let all_leetable = word
         .chars()
-        .all(|c| c.is_alphabetic() || !leet_options(c).is_empty());
+        .all(|c| is_letter(c) || !leet_options(c).is_empty());
     if !has_leet || !all_leetable || !(has_letter || heavy) {
         return word.to_string();
     }

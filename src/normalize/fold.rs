@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
+use super::chars::{is_letter, is_letter_or_digit};
+
 /// NFKC, skipped for ASCII (already normal).
 pub fn nfkc(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
@@ -118,7 +120,7 @@ pub fn fold_confusables(text: &str) -> (Cow<'_, str>, usize) {
     // written wholly in Cyrillic look-alikes), never in text mostly in another script.
     let (mut latin, mut other) = (0usize, 0usize);
     for w in text
-        .split(|c: char| !c.is_alphabetic())
+        .split(|c: char| !is_letter(c))
         .filter(|w| !w.is_empty())
     {
         if w.chars().any(|c| c.is_ascii_alphabetic()) {
@@ -140,7 +142,7 @@ pub fn fold_confusables(text: &str) -> (Cow<'_, str>, usize) {
         } else {
             word.iter().map(|&c| small_cap(c)).collect()
         };
-        let letters = word.iter().filter(|c| c.is_alphabetic()).count();
+        let letters = word.iter().filter(|&&c| is_letter(c)).count();
         let foldable = mapped
             .iter()
             .zip(word.iter())
@@ -159,7 +161,7 @@ pub fn fold_confusables(text: &str) -> (Cow<'_, str>, usize) {
         word.clear();
     };
     for c in text.chars() {
-        if c.is_alphanumeric() {
+        if is_letter_or_digit(c) {
             word.push(c);
         } else {
             flush(&mut word, &mut out, &mut changed);
@@ -242,7 +244,7 @@ pub fn flip_glyphs(text: &str) -> usize {
 /// Whether enough of the letters are flip glyphs to read the text as upside down.
 pub fn looks_flipped(text: &str) -> bool {
     let flips = flip_glyphs(text);
-    let letters = text.chars().filter(|c| c.is_alphabetic()).count();
+    let letters = text.chars().filter(|&c| is_letter(c)).count();
     flips >= 3 && flips * 5 >= letters
 }
 

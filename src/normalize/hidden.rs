@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use unicode_bidi::BidiInfo;
 
+use super::chars::is_letter;
+
 /// Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt, stable since Unicode 6).
 const DEFAULT_IGNORABLE: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
@@ -194,8 +196,7 @@ fn legit_joiner(chars: &[char], i: usize) -> bool {
     let next = chars.get(i + 1).copied();
     let joinable = |x: Option<char>| {
         x.is_some_and(|x| {
-            (!x.is_ascii()
-                && (x.is_alphabetic() || unicode_normalization::char::is_combining_mark(x)))
+            (!x.is_ascii() && (is_letter(x) || unicode_normalization::char::is_combining_mark(x)))
                 || is_pictographic(x)
                 || is_variation_selector(x)
         })

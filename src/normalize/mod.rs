@@ -11,6 +11,7 @@
 
 pub mod blobs;
 pub mod candidates;
+pub mod chars;
 pub mod fold;
 pub mod hidden;
 pub mod signals;

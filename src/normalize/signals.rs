@@ -6,6 +6,7 @@ use unicode_security::MixedScript;
 
 use super::blobs::wrapper_phrases;
 use super::candidates::{digit_in_word_ratio, single_char_runs};
+use super::chars::is_letter;
 use super::fold::{excess_marks, flip_glyphs};
 use super::hidden::HiddenScan;
 
@@ -105,7 +106,7 @@ impl ObfuscationSignals {
 
 /// Words (alphabetic runs) that TR39 says mix scripts no single writing system mixes.
 fn mixed_script_words(text: &str) -> usize {
-    text.split(|c: char| !c.is_alphabetic())
+    text.split(|c: char| !is_letter(c))
         .filter(|w| !w.is_ascii() && w.chars().count() > 1 && !w.is_single_script())
         .count()
 }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use super::chars::is_letter;
+
 const WORDS: &str = include_str!("words.txt");
 /// Longest word considered when segmenting.
 const MAX_WORD: usize = 20;
@@ -43,7 +45,7 @@ const SHARE_SAMPLE: usize = 64;
 pub fn english_share(text: &str) -> f32 {
     let (mut known, mut all) = (0usize, 0usize);
     let mut buf = String::new();
-    for tok in text.split(|c: char| !c.is_alphabetic()) {
+    for tok in text.split(|c: char| !is_letter(c)) {
         if tok.len() < 2 || (!tok.is_ascii() && tok.chars().count() < 2) {
             continue;
         }
