@@ -215,16 +215,7 @@ impl DetectorBuilder {
         let base_dir = locate_base(&model_dir, &manifest.base, self.base_dir.as_deref())?;
         verify_all(&base_dir, &manifest.base.files)?;
 
-        let config_path = base_dir.join("config.json");
-        let config: BertConfig = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::model_file(&config_path, e.to_string()))
-            .and_then(|t| {
-                serde_json::from_str(&t)
-                    .map_err(|e| Error::model_file(&config_path, format!("malformed config: {e}")))
-            })?;
-        config
-            .validate()
-            .map_err(|e| Error::model_file(&config_path, e.to_string()))?;
+        let config = BertConfig::read(&base_dir.join("config.json"))?;
         let tokenizer = TextTokenizer::from_file(&base_dir.join("tokenizer.json"))?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::model_file(

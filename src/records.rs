@@ -13,17 +13,19 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// How the bytes of an input are split into records.
+/// How the bytes of an input are split into records. The variants' docs are also the
+/// CLI's `--format` help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
-    /// By file extension (`.jsonl`/`.ndjson`, `.csv`, anything else text); stdin is text.
+    /// By file extension (.jsonl/.ndjson, .csv, anything else text); stdin is text.
     #[default]
     Auto,
     /// One record per line.
     Text,
-    /// One JSON object per line; the text is in [`ReadOpts::field`].
+    /// One JSON object per line; the text is in --field.
     Jsonl,
-    /// CSV with a header row; the text is in [`ReadOpts::column`].
+    /// CSV with a header row; the text is in --column.
     Csv,
 }
 
@@ -181,12 +183,6 @@ fn lines(
                     );
                     return Some(Ok((origin, Err(msg))));
                 }
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
-                    if buf.last() == Some(&b'\r') {
-                        buf.pop();
-                    }
-                }
                 if line_no == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
                     buf.drain(..3);
                 }
@@ -200,9 +196,9 @@ fn lines(
     })
 }
 
-/// Reads through the next `\n` into `buf` (ending included), keeping at most `cap` content
-/// bytes besides a `\r\n` ending. `None` at end of input; `Some(true)` when the line was
-/// longer than `cap`: it is consumed and `buf` holds only its start.
+/// Reads through the next `\n` into `buf`, without the `\n` or `\r\n` ending, keeping at most
+/// `cap` bytes. `None` at end of input; `Some(true)` when the line was longer than `cap`: it
+/// is consumed and `buf` holds only its start.
 fn read_capped_line(
     reader: &mut impl BufRead,
     buf: &mut Vec<u8>,
@@ -237,11 +233,10 @@ fn read_capped_line(
         }
     };
     let crlf = done && total == buf.len() && buf.last() == Some(&b'\r');
-    let over = total - usize::from(crlf) > cap;
-    if done && !over {
-        buf.push(b'\n');
+    if crlf {
+        buf.pop();
     }
-    Ok(Some(over))
+    Ok(Some(total - usize::from(crlf) > cap))
 }
 
 fn jsonl_text(bytes: &[u8], field: &str) -> std::result::Result<String, String> {

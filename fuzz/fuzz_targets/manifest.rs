@@ -18,7 +18,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = f.validate();
         }
     }
-    if let Ok(c) = serde_json::from_str::<BertConfig>(text) {
-        let _ = c.validate();
-    }
+    let _ = BertConfig::parse(text, Path::new("config.json"));
 });

@@ -64,6 +64,30 @@ impl BertConfig {
         Ok(())
     }
 
+    /// Reads, parses and [validates](Self::validate) a Hugging Face `config.json`.
+    ///
+    /// # Errors
+    /// [`crate::Error::ModelFile`] naming `path` when it is unreadable, malformed or invalid.
+    pub fn read(path: &std::path::Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::model_file(path, e.to_string()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and [validates](Self::validate) the text of a `config.json`; `path` names it in
+    /// errors.
+    ///
+    /// # Errors
+    /// As [`Self::read`], for malformed or invalid text.
+    pub fn parse(text: &str, path: &std::path::Path) -> crate::Result<Self> {
+        let config: Self = serde_json::from_str(text)
+            .map_err(|e| crate::Error::model_file(path, format!("malformed config: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| crate::Error::model_file(path, e.to_string()))?;
+        Ok(config)
+    }
+
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

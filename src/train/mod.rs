@@ -127,12 +127,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     }
 
     progress(Progress::Phase("loading the base encoder".into()));
-    let config_path = job.base_dir.join("config.json");
-    let bert: BertConfig = serde_json::from_str(
-        &std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::model_file(&config_path, e.to_string()))?,
-    )
-    .map_err(|e| Error::model_file(&config_path, e.to_string()))?;
+    let bert = BertConfig::read(&job.base_dir.join("config.json"))?;
     if cfg.train_layers > bert.num_hidden_layers {
         return Err(Error::Config(format!(
             "--train-layers {} exceeds the encoder's {} layers",

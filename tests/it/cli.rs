@@ -14,7 +14,11 @@ fn tremble() -> Command {
 }
 
 /// Runs `tremble score ARGS` with `stdin`, returning (exit code, verdict lines, stderr).
-fn score(model: &std::path::Path, args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>, String) {
+pub(crate) fn score(
+    model: &std::path::Path,
+    args: &[&str],
+    stdin: &[u8],
+) -> (i32, Vec<Value>, String) {
     let mut child = tremble()
         .arg("score")
         .arg("--model")

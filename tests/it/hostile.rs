@@ -3,34 +3,17 @@
 //! a record cannot be read, and the run itself succeeds.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use crate::cli::score;
 use crate::common::{tiny_model, write};
 
-/// `tremble score FILE ARGS` → (exit code, verdicts, stderr).
+/// `tremble score FILE --threshold 1 ARGS` → (exit code, verdicts, stderr).
 fn score_file(model: &Path, file: &Path, args: &[&str]) -> (i32, Vec<Value>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tremble"))
-        .env_remove("TREMBLE_MODEL_DIR")
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["score", "--threshold", "1", "--model"])
-        .arg(model)
-        .arg(file)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let verdicts = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (
-        out.status.code().unwrap(),
-        verdicts,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec![file.to_str().unwrap(), "--threshold", "1"];
+    all.extend_from_slice(args);
+    score(model, &all, b"")
 }
 
 fn errors(out: &[Value]) -> Vec<usize> {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use tremble::records::Format;
 
 /// Flags prompt injections, jailbreaks and adversarial inputs before they reach an LLM.
 #[derive(Debug, Parser)]
@@ -32,30 +33,6 @@ pub enum Command {
     /// Fit the fusion of the classifier score with the perturbation-sensitivity check on the
     /// calibration split of the model's training data, and store it in the model manifest.
     Fuse(crate::fuse::FuseArgs),
-}
-
-/// Input formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// By file extension (.jsonl/.ndjson, .csv, anything else text); stdin is text.
-    Auto,
-    /// One record per line.
-    Text,
-    /// One JSON object per line; the text is in --field.
-    Jsonl,
-    /// CSV with a header row; the text is in --column.
-    Csv,
-}
-
-impl From<Format> for tremble::records::Format {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Auto => Self::Auto,
-            Format::Text => Self::Text,
-            Format::Jsonl => Self::Jsonl,
-            Format::Csv => Self::Csv,
-        }
-    }
 }
 
 /// Options shared by every command that loads a detector.

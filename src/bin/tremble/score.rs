@@ -41,7 +41,7 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
 pub fn run(a: ScoreArgs) -> Result<ExitCode> {
     let detector = load_detector(&a.model)?;
     let opts = ReadOpts {
-        format: a.format.into(),
+        format: a.format,
         field: a.field.clone(),
         column: a.column.clone(),
         max_line_bytes: a.max_line_bytes,
