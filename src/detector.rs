@@ -16,6 +16,7 @@ use crate::manifest::{locate_base, DetectorManifest};
 use crate::models::bert::{BertConfig, BertModel};
 use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
+use crate::signals::lm_surprise::{self, LmRule, LmSurprise};
 use crate::signals::sensitivity::{fusion_inputs, Fusion, PerturbPolicy, PerturbSettings};
 use crate::tokenize::TextTokenizer;
 use crate::verdict::{
@@ -74,6 +75,8 @@ pub struct DetectorBuilder {
     max_views: usize,
     max_bytes: usize,
     perturb: PerturbSettings,
+    lm: bool,
+    lm_dir: Option<PathBuf>,
 }
 
 impl Default for DetectorBuilder {
@@ -89,11 +92,27 @@ impl Default for DetectorBuilder {
             max_views: DEFAULT_MAX_VIEWS,
             max_bytes: DEFAULT_MAX_BYTES,
             perturb: PerturbSettings::default(),
+            lm: false,
+            lm_dir: None,
         }
     }
 }
 
 impl DetectorBuilder {
+    /// Turns on the LM-surprise signal (off by default: it costs a small causal LM's forward
+    /// pass per input). Needs the model's `lm_surprise` rule and the LM files that
+    /// `scripts/setup.sh` fetches.
+    pub fn lm(mut self, on: bool) -> Self {
+        self.lm = on;
+        self
+    }
+
+    /// The LM's directory, instead of the one the model's rule names.
+    pub fn lm_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.lm_dir = Some(dir.into());
+        self
+    }
+
     /// The detector model directory (with `tremble.json`); default: [`default_model_dir`].
     pub fn model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.model_dir = Some(dir.into());
@@ -238,6 +257,15 @@ impl DetectorBuilder {
         }
 
         let device = self.device.open()?;
+        let lm = match self.lm {
+            true => Some(load_lm(
+                &model_dir,
+                &manifest,
+                self.lm_dir.as_deref(),
+                &device,
+            )?),
+            false => None,
+        };
         let weights_path = base_dir.join("model.safetensors");
         let mut tensors = load_safetensors(&weights_path, DType::F32, &device)?;
         for name in manifest
@@ -281,6 +309,7 @@ impl DetectorBuilder {
             threshold: self.threshold,
             fusion,
             perturb: self.perturb,
+            lm,
             batch_size: self.batch_size,
             max_windows: self.max_windows,
             max_views: if self.normalize { self.max_views } else { 0 },
@@ -288,6 +317,31 @@ impl DetectorBuilder {
             max_bytes: self.max_bytes,
         })
     }
+}
+
+/// The LM-surprise signal of a model: its rule from the manifest and the LM it names.
+fn load_lm(
+    model_dir: &Path,
+    manifest: &DetectorManifest,
+    dir: Option<&Path>,
+    device: &Device,
+) -> Result<(LmSurprise, LmRule)> {
+    let rule = manifest.lm_surprise.clone().ok_or_else(|| {
+        Error::Config(format!(
+            "model {} has no lm_surprise rule for --lm: fit one with `tremble fit-lm --data \
+             <its training data>`",
+            manifest.name
+        ))
+    })?;
+    rule.validate().map_err(|e| {
+        Error::model_file(
+            model_dir.join(crate::manifest::MANIFEST_FILE),
+            e.to_string(),
+        )
+    })?;
+    let dir = dir.map_or_else(|| model_dir.join(&rule.lm.dir), Path::to_path_buf);
+    let lm = LmSurprise::load(&dir, &rule.lm.files, rule.max_tokens, device)?;
+    Ok((lm, rule))
 }
 
 /// The default model directory: `$TREMBLE_MODEL_DIR`, else `models/tremble-minilm-v1` under
@@ -316,6 +370,7 @@ pub struct Detector {
     threshold: Threshold,
     fusion: Option<Fusion>,
     perturb: PerturbSettings,
+    lm: Option<(LmSurprise, LmRule)>,
     batch_size: usize,
     max_windows: usize,
     normalize: bool,
@@ -439,6 +494,25 @@ impl Detector {
     /// # Errors
     /// As [`Self::score_batch`].
     pub fn score_batch_with(&self, texts: &[&str], policy: PerturbPolicy) -> Result<Vec<Verdict>> {
+        self.score_batch_signals(texts, policy, true)
+    }
+
+    /// Whether the LM-surprise signal is loaded (see [`DetectorBuilder::lm`]).
+    pub fn lm_enabled(&self) -> bool {
+        self.lm.is_some()
+    }
+
+    /// [`Self::score_batch_with`], with the LM-surprise signal skipped when `lm` is false
+    /// (for side-by-side measurements; it never runs when not loaded).
+    ///
+    /// # Errors
+    /// As [`Self::score_batch`].
+    pub fn score_batch_signals(
+        &self,
+        texts: &[&str],
+        policy: PerturbPolicy,
+        lm: bool,
+    ) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
         let prepared: Vec<Prepared<'_>> = {
             let _s = tracing::debug_span!("normalize").entered();
@@ -562,6 +636,12 @@ impl Detector {
                 v.signals.dos = Some(d);
             }
             verdicts.push(v);
+        }
+        if let (true, Some((model, rule))) = (lm, &self.lm) {
+            let features = model.features(texts)?;
+            for (v, f) in verdicts.iter_mut().zip(features) {
+                lm_surprise::join(v, f, rule.probability(&f));
+            }
         }
         Ok(verdicts)
     }
@@ -745,6 +825,7 @@ impl Detector {
                 normalize: None,
                 dos: None,
                 sensitivity: None,
+                lm_surprise: None,
             },
         }
     }

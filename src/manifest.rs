@@ -35,6 +35,10 @@ pub struct DetectorManifest {
     /// has one (`tremble fuse` fits it); without it the check reports evidence only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<crate::signals::sensitivity::Fusion>,
+    /// The calibrated rule of the optional LM-surprise signal (`--lm`; `tremble fit-lm` fits
+    /// it) and the LM it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_surprise: Option<crate::signals::lm_surprise::LmRule>,
     /// Free-form facts for people (training recipe, metrics); never read by code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,

@@ -235,6 +235,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<()> {
     };
     let manifest = DetectorManifest {
         fusion: None,
+        lm_surprise: None,
         format: FORMAT,
         name: "tiny-test".into(),
         base: BaseRef {
@@ -280,4 +281,101 @@ pub fn uniform_tensor(dims: &[usize], scale: f32, seed: u64) -> Tensor {
         .map(|_| ((rng.next_f64() * 2.0 - 1.0) as f32) * scale)
         .collect();
     Tensor::from_vec(v, dims, &Device::Cpu).expect("element count matches dims")
+}
+
+/// Writes a tiny Llama GGUF (the [`tiny_vocab`], hidden 16, 2 layers, 4 heads over 2 kv heads,
+/// FF 24, context 64) with [`formula_values`] weights, or every weight zero when `zero` (the
+/// LM then predicts the uniform distribution: each token's surprise is exactly ln V).
+///
+/// # Errors
+/// I/O and tensor errors.
+pub fn write_tiny_llama(path: &Path, zero: bool) -> Result<()> {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let (vocab, hidden, ff, layers) = (tiny_vocab().len(), 16usize, 24usize, 2usize);
+    let kv_dim = hidden / 2;
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("token_embd.weight".into(), vec![vocab, hidden]),
+        ("output_norm.weight".into(), vec![hidden]),
+    ];
+    for i in 0..layers {
+        for (n, s) in [
+            ("attn_norm", vec![hidden]),
+            ("attn_q", vec![hidden, hidden]),
+            ("attn_k", vec![kv_dim, hidden]),
+            ("attn_v", vec![kv_dim, hidden]),
+            ("attn_output", vec![hidden, hidden]),
+            ("ffn_norm", vec![hidden]),
+            ("ffn_gate", vec![ff, hidden]),
+            ("ffn_up", vec![ff, hidden]),
+            ("ffn_down", vec![hidden, ff]),
+        ] {
+            shapes.push((format!("blk.{i}.{n}.weight"), s));
+        }
+    }
+    let mut tensors = Vec::new();
+    for (name, dims) in &shapes {
+        let n: usize = dims.iter().product();
+        let values = if zero {
+            vec![0.0; n]
+        } else if name.contains("norm") {
+            formula_values(&format!("{name}.LayerNorm.weight"), n)
+        } else {
+            formula_values(name, n).iter().map(|v| v * 5.0).collect()
+        };
+        let t = Tensor::from_vec(values, dims.as_slice(), &Device::Cpu)?;
+        tensors.push((name.clone(), QTensor::quantize(&t, GgmlDType::F32)?));
+    }
+    use gguf_file::Value as V;
+    let meta: Vec<(&str, V)> = vec![
+        ("general.architecture", V::String("llama".into())),
+        ("llama.vocab_size", V::U32(vocab as u32)),
+        ("llama.embedding_length", V::U32(hidden as u32)),
+        ("llama.block_count", V::U32(layers as u32)),
+        ("llama.attention.head_count", V::U32(4)),
+        ("llama.attention.head_count_kv", V::U32(2)),
+        ("llama.feed_forward_length", V::U32(ff as u32)),
+        ("llama.context_length", V::U32(64)),
+        ("llama.rope.freq_base", V::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+    ];
+    let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f =
+        std::fs::File::create(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    gguf_file::write(&mut f, &meta_refs, &tensor_refs)?;
+    Ok(())
+}
+
+/// Gives the model in `model_dir` an LM-surprise rule over a tiny LM written to `lm_dir`
+/// ([`write_tiny_llama`] and the tiny tokenizer). The rule's logit is `mean − ln V`, so with
+/// `zero` weights every non-empty input gets probability exactly 0.5.
+///
+/// # Errors
+/// I/O and tensor errors.
+pub fn add_tiny_lm(model_dir: &Path, lm_dir: &Path, zero: bool) -> Result<()> {
+    use crate::signals::lm_surprise::{LmRef, LmRule, LM_GGUF, LM_INPUT_NAMES};
+    std::fs::create_dir_all(lm_dir).map_err(|e| Error::io(lm_dir.display().to_string(), e))?;
+    write_tiny_llama(&lm_dir.join(LM_GGUF), zero)?;
+    let tok = lm_dir.join("tokenizer.json");
+    std::fs::write(&tok, tiny_tokenizer_json())
+        .map_err(|e| Error::io(tok.display().to_string(), e))?;
+    let mut files = BTreeMap::new();
+    for name in [LM_GGUF, "tokenizer.json"] {
+        files.insert(name.to_string(), sha256_file(&lm_dir.join(name))?);
+    }
+    let mut m = DetectorManifest::read(model_dir)?;
+    m.lm_surprise = Some(LmRule {
+        lm: LmRef {
+            name: "tiny-lm".into(),
+            dir: lm_dir.to_path_buf(),
+            files,
+        },
+        max_tokens: 16,
+        inputs: LM_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        center: vec![0.0; 5],
+        scale: vec![1.0; 5],
+        weights: vec![1.0, 0.0, 0.0, 0.0, 0.0],
+        bias: -(tiny_vocab().len() as f32).ln(),
+    });
+    m.write(model_dir)
 }

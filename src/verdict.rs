@@ -76,6 +76,9 @@ pub struct Signals {
     /// Present when the perturbation-sensitivity check ran on the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<SensitivityEvidence>,
+    /// Present when the LM-surprise signal ran (`--lm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_surprise: Option<LmSurpriseEvidence>,
 }
 
 impl Verdict {
@@ -120,6 +123,20 @@ pub struct SensitivityEvidence {
     pub js_mean: f32,
     /// Whether the model's fusion produced the verdict's score (else the base score stands).
     pub fused: bool,
+}
+
+/// How surprised the small LM was by the input's tokens (see `tremble::signals::lm_surprise`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LmSurpriseEvidence {
+    /// The features, in nats per token.
+    #[serde(flatten)]
+    pub features: crate::signals::lm_surprise::LmFeatures,
+    /// The rule's attack probability.
+    pub score: f32,
+    /// The verdict's score before this signal (the verdict keeps the larger of the two).
+    pub base_score: f32,
+    /// Whether this signal decided the verdict (its probability was the larger and flagged).
+    pub decided: bool,
 }
 
 /// What the normalizer found and how each view scored.

@@ -80,8 +80,8 @@ impl CheckComparison<'_> {
             pct(rate(cb.fp, cb.fp + cb.tn)),
             pct(rate(cf.fp, cf.fp + cf.tn))
         );
-        let lb = percentiles(self.base_latency_ms, &[0.5, 0.99]);
-        let lf = percentiles(self.full_latency_ms, &[0.5, 0.99]);
+        let lb = percentiles(self.base_latency_ms, &[50.0, 99.0]);
+        let lf = percentiles(self.full_latency_ms, &[50.0, 99.0]);
         let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let _ = writeln!(
             b,

@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod compare;
+pub mod lm;
 pub mod metrics;
 mod render;
 pub mod report;

@@ -28,6 +28,10 @@ pub struct EvalRun {
     pub batch_seconds: f64,
     /// Latency of single-record calls (`Detector::score`) on a seeded sample.
     pub single_latencies_ms: Vec<f64>,
+    /// The same records' scores before the LM-surprise signal (empty when it is off).
+    pub without_lm: Vec<Scored>,
+    /// Latencies of the same sample with the LM-surprise signal skipped (empty when off).
+    pub single_latencies_no_lm_ms: Vec<f64>,
 }
 
 /// Refuses `data` when its sha256 is among the files the model manifest says it trained on.
@@ -70,6 +74,7 @@ pub fn score_examples(
     let mut scored = Vec::with_capacity(examples.len());
     let mut base = Vec::with_capacity(examples.len());
     let mut checked = 0;
+    let mut without_lm = Vec::new();
     for part in examples.chunks(chunk.max(1)) {
         let texts: Vec<&str> = part.iter().map(|e| e.text.as_str()).collect();
         for (e, v) in part.iter().zip(detector.score_batch(&texts)?) {
@@ -82,6 +87,12 @@ pub fn score_examples(
                 lang: e.lang.clone(),
             };
             checked += usize::from(v.signals.sensitivity.is_some());
+            if let Some(lm) = &v.signals.lm_surprise {
+                without_lm.push(Scored {
+                    score: lm.base_score,
+                    ..row.clone()
+                });
+            }
             base.push(Scored {
                 score: v.base_score(),
                 ..row.clone()
@@ -95,6 +106,7 @@ pub fn score_examples(
     Rng::new(0x1A7E).shuffle(&mut idx);
     let mut single_latencies_ms = Vec::new();
     let mut single_latencies_base_ms = Vec::new();
+    let mut single_latencies_no_lm_ms = Vec::new();
     let policy = detector.perturb_settings().policy;
     for &i in idx.iter().take(latency_sample) {
         let text = [examples[i].text.as_str()];
@@ -103,6 +115,11 @@ pub fn score_examples(
             let t = Instant::now();
             detector.score_batch_with(&text, PerturbPolicy::Never)?;
             single_latencies_base_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if detector.lm_enabled() {
+            let t = Instant::now();
+            detector.score_batch_signals(&text, policy, false)?;
+            single_latencies_no_lm_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let t = Instant::now();
         detector.score_batch(&text)?;
@@ -115,6 +132,8 @@ pub fn score_examples(
         single_latencies_base_ms,
         batch_seconds,
         single_latencies_ms,
+        without_lm,
+        single_latencies_no_lm_ms,
     })
 }
 

@@ -1,3 +1,4 @@
 //! Model architectures, one flat file each.
 
 pub mod bert;
+pub mod llama;

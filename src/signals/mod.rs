@@ -2,4 +2,5 @@
 
 pub mod classifier;
 pub mod dos;
+pub mod lm_surprise;
 pub mod sensitivity;

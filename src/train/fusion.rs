@@ -1,5 +1,5 @@
 //! Fitting the fusion of the base score with the perturbation-sensitivity features: an
-//! L2-regularized logistic regression on standardized inputs (Newton's method), fitted on the
+//! L2-regularized logistic regression on standardized inputs (`crate::train::logistic`), fitted on the
 //! calibration split's checked rows, and the preset thresholds of the fused detector (checked
 //! rows score the fusion, the rest keep their base score) on that split's benign rows.
 
@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::eval::metrics::{roc_auc, Scored};
 use crate::signals::sensitivity::{Fusion, FUSION_INPUTS, FUSION_INPUT_NAMES};
 use crate::train::calibrate::preset_thresholds;
+use crate::train::logistic::Standardized;
 
 /// One calibration row as the detector scored it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,38 +59,19 @@ pub fn fit(
             checked.len()
         )));
     }
-    let n = checked.len() as f64;
-    let mut center = [0f64; FUSION_INPUTS];
-    let mut scale = [0f64; FUSION_INPUTS];
-    for (x, _) in &checked {
-        for j in 0..FUSION_INPUTS {
-            center[j] += f64::from(x[j]) / n;
-        }
-    }
-    for (x, _) in &checked {
-        for j in 0..FUSION_INPUTS {
-            scale[j] += (f64::from(x[j]) - center[j]).powi(2) / n;
-        }
-    }
-    // A constant input (e.g. no obfuscated row) keeps scale 1 and gets weight 0 from the ridge.
-    let scale = scale.map(|v| if v.sqrt() > 1e-6 { v.sqrt() } else { 1.0 });
-    let z: Vec<([f64; FUSION_INPUTS], f64)> = checked
+    let x: Vec<Vec<f64>> = checked
         .iter()
-        .map(|(x, y)| {
-            let mut s = [0f64; FUSION_INPUTS];
-            for j in 0..FUSION_INPUTS {
-                s[j] = (f64::from(x[j]) - center[j]) / scale[j];
-            }
-            (s, f64::from(u8::from(*y)))
-        })
+        .map(|(x, _)| x.iter().map(|&v| f64::from(v)).collect())
         .collect();
-    let w = newton_logistic(&z, l2);
+    let y: Vec<f64> = checked.iter().map(|c| f64::from(u8::from(c.1))).collect();
+    let fitted = Standardized::fit(&x, &y, l2);
+    let (center, scale, w) = (&fitted.center, &fitted.scale, &fitted.weights);
     let fusion = Fusion {
         inputs: FUSION_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
         center: center.iter().map(|&v| v as f32).collect(),
         scale: scale.iter().map(|&v| v as f32).collect(),
-        weights: w[..FUSION_INPUTS].iter().map(|&v| v as f32).collect(),
-        bias: w[FUSION_INPUTS] as f32,
+        weights: w.iter().map(|&v| v as f32).collect(),
+        bias: fitted.bias as f32,
         copies,
         rate,
         thresholds: Default::default(),
@@ -130,69 +112,6 @@ pub fn fit(
     })
 }
 
-/// Weights (then bias) minimizing the mean log-loss plus `l2/2·|w|²/n` (bias unpenalized).
-fn newton_logistic(rows: &[([f64; FUSION_INPUTS], f64)], l2: f64) -> [f64; FUSION_INPUTS + 1] {
-    const D: usize = FUSION_INPUTS + 1;
-    let mut w = [0f64; D];
-    for _ in 0..50 {
-        let mut g = [0f64; D];
-        let mut h = [[0f64; D]; D];
-        for (x, y) in rows {
-            let xb: [f64; D] = std::array::from_fn(|j| if j < FUSION_INPUTS { x[j] } else { 1.0 });
-            let z: f64 = xb.iter().zip(&w).map(|(a, b)| a * b).sum();
-            let p = 1.0 / (1.0 + (-z).exp());
-            let s = (p * (1.0 - p)).max(1e-12);
-            for a in 0..D {
-                g[a] += (p - y) * xb[a];
-                for b in 0..D {
-                    h[a][b] += s * xb[a] * xb[b];
-                }
-            }
-        }
-        for j in 0..FUSION_INPUTS {
-            g[j] += l2 * w[j];
-            h[j][j] += l2;
-        }
-        h[D - 1][D - 1] += 1e-9;
-        let Some(step) = solve(h, g) else { break };
-        let mut moved = 0.0;
-        for j in 0..D {
-            w[j] -= step[j];
-            moved += step[j].abs();
-        }
-        if moved < 1e-9 {
-            break;
-        }
-    }
-    w
-}
-
-/// Solves `a·x = b` by Gaussian elimination with partial pivoting; `None` when singular.
-fn solve<const D: usize>(mut a: [[f64; D]; D], mut b: [f64; D]) -> Option<[f64; D]> {
-    for c in 0..D {
-        let p = (c..D).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].abs() < 1e-15 {
-            return None;
-        }
-        a.swap(c, p);
-        b.swap(c, p);
-        for r in c + 1..D {
-            let f = a[r][c] / a[c][c];
-            let (upper, lower) = a.split_at_mut(r);
-            for (x, p) in lower[0][c..].iter_mut().zip(&upper[c][c..]) {
-                *x -= f * p;
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = [0f64; D];
-    for r in (0..D).rev() {
-        let s: f64 = (r + 1..D).map(|k| a[r][k] * x[k]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
-    Some(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,16 +132,6 @@ mod tests {
             checked: Some(x),
             attack,
         }
-    }
-
-    #[test]
-    fn solve_matches_a_known_system() {
-        let x = solve([[2.0, 1.0], [1.0, 3.0]], [3.0, 5.0]).unwrap();
-        assert!(
-            (x[0] - 0.8).abs() < 1e-12 && (x[1] - 1.4).abs() < 1e-12,
-            "{x:?}"
-        );
-        assert!(solve([[1.0, 2.0], [2.0, 4.0]], [1.0, 2.0]).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod data;
 pub mod features;
 pub mod fusion;
+pub mod logistic;
 pub mod trainer;
 
 use std::collections::BTreeMap;
@@ -304,6 +305,7 @@ fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummar
         .collect::<Result<_>>()?;
     let manifest = DetectorManifest {
         fusion: None,
+        lm_surprise: None,
         format: FORMAT,
         name: job.name.clone(),
         base: BaseRef {

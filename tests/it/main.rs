@@ -6,6 +6,7 @@ mod detector;
 mod evasion;
 mod gpu;
 mod hostile;
+mod lm;
 mod normalize;
 mod parity;
 mod perturb;

@@ -33,6 +33,9 @@ pub enum Command {
     /// Fit the fusion of the classifier score with the perturbation-sensitivity check on the
     /// calibration split of the model's training data, and store it in the model manifest.
     Fuse(crate::fuse::FuseArgs),
+    /// Fit the rule of the LM-surprise signal (--lm) on the model's training data and store it
+    /// in the model manifest.
+    FitLm(crate::fit_lm::FitLmArgs),
 }
 
 /// Options shared by every command that loads a detector.
@@ -76,6 +79,14 @@ pub struct ModelArgs {
     /// Edit rate of each perturbed copy (share of characters or words edited).
     #[arg(long, default_value_t = tremble::signals::sensitivity::DEFAULT_RATE)]
     pub perturb_rate: f64,
+    /// Add the LM-surprise signal (a small causal LM reads each record; catches optimized
+    /// gibberish suffixes; ~0.15-0.45 s per record on 2 CPU cores). Needs the LM files from
+    /// scripts/setup.sh and a model with an lm_surprise rule.
+    #[arg(long)]
+    pub lm: bool,
+    /// LM directory, overriding the one the model's rule names.
+    #[arg(long, value_name = "DIR")]
+    pub lm_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::ProgressStyle;
 use tremble::eval::attack::AttackConfig;
 use tremble::eval::compare::CheckComparison;
+use tremble::eval::lm::LmComparison;
 use tremble::eval::report::Report;
 use tremble::eval::rewrites::{RewrittenComparison, REWRITE_RATE};
 use tremble::eval::runner::{
@@ -36,6 +37,10 @@ pub struct EvalArgs {
     /// Evaluate only the first N records (quick checks; the report says so).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Evaluate a seeded random sample of N records, in file order (quicker runs that still
+    /// cover every source; the report says so).
+    #[arg(long, conflicts_with = "limit")]
+    pub sample: Option<usize>,
     /// Flagged dev attacks to run the black-box attack on (with the check on; 0 skips it).
     #[arg(long, default_value_t = 100)]
     pub attack: usize,
@@ -53,6 +58,21 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
         read_examples(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
     if let Some(n) = a.limit {
         examples.truncate(n);
+    }
+    if let Some(n) = a.sample {
+        let mut keep: Vec<usize> = (0..examples.len()).collect();
+        tremble::rng::Rng::new(0x005A_3D1E).shuffle(&mut keep);
+        keep.truncate(n);
+        keep.sort_unstable();
+        let mut pick = vec![false; examples.len()];
+        for i in keep {
+            pick[i] = true;
+        }
+        let mut i = 0;
+        examples.retain(|_| {
+            i += 1;
+            pick[i - 1]
+        });
     }
     let bar = crate::score::progress_bar(false);
     bar.set_length(examples.len() as u64);
@@ -72,9 +92,10 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     let model = detector.manifest().name.clone();
     let stem = data_stem(&a.data);
     let out = a.out.clone().unwrap_or_else(|| report_dir(&model, &stem));
-    let data_name = match a.limit {
-        Some(n) => format!("{} (first {n} records)", a.data.display()),
-        None => a.data.display().to_string(),
+    let data_name = match (a.limit, a.sample) {
+        (Some(n), _) => format!("{} (first {n} records)", a.data.display()),
+        (_, Some(n)) => format!("{} (seeded sample of {n} records)", a.data.display()),
+        _ => a.data.display().to_string(),
     };
     let mut report = Report::build(
         &format!("tremble eval — {model} on {stem}"),
@@ -162,6 +183,17 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     if let Some(r) = &rewritten {
         report.extra_sections.push(r.section());
     }
+    let lm =
+        (detector.lm_enabled() && run.without_lm.len() == run.scored.len()).then(|| LmComparison {
+            without: &run.without_lm,
+            with: &run.scored,
+            threshold: detector.threshold(),
+            latency_without_ms: &run.single_latencies_no_lm_ms,
+            latency_with_ms: &run.single_latencies_ms,
+        });
+    if let Some(c) = &lm {
+        report.extra_sections.push(c.section());
+    }
     write_reports(&out, &report)?;
     print!("{}", report.summary_text());
     if let Some(c) = &comparison {
@@ -172,6 +204,9 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     }
     if let Some(r) = &rewritten {
         print!("{}", r.summary());
+    }
+    if let Some(c) = &lm {
+        print!("{}", c.summary());
     }
     eprintln!("reports written to {}", out.display());
     Ok(ExitCode::SUCCESS)

@@ -69,41 +69,12 @@ pub fn run(a: FuseArgs) -> Result<ExitCode> {
     if settings.policy == tremble::signals::sensitivity::PerturbPolicy::Never {
         bail!("--perturb never leaves nothing to fuse: use auto (the default) or always");
     }
-    let info = detector.manifest().info.clone().unwrap_or_default();
-    let sha = sha256_file(&a.data)?;
-    let trained = info["trained_on"].as_array().cloned().unwrap_or_default();
-    if !trained.iter().any(|t| t["sha256"].as_str() == Some(&sha)) {
-        bail!(
-            "{} is not the data model {} was trained on: the fusion is fitted on the calibration \
-             split held out from that file",
-            a.data.display(),
-            detector.manifest().name
-        );
-    }
-    let num = |v: &serde_json::Value, what: &str| {
-        v.as_f64().with_context(|| {
-            format!("the model manifest lacks info.{what}; retrain with this build")
-        })
-    };
-    let seed = num(&info["train"]["seed"], "train.seed")? as u64;
-    let fraction = num(
-        &info["sample"]["calibration_fraction"],
-        "sample.calibration_fraction",
-    )?;
-    let caps = SampleCaps {
-        per_group: num(
-            &info["sample"]["max_rows_per_group"],
-            "sample.max_rows_per_group",
-        )? as usize,
-        per_source: num(
-            &info["sample"]["max_rows_per_source"],
-            "sample.max_rows_per_source",
-        )? as usize,
-    };
-    let examples =
-        read_examples(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
-    let (cal_idx, _) = split_indices(&examples, seed, fraction);
-    let mut rows = calibration_sample(&examples, &cal_idx, caps, seed);
+    let CalibrationSplit {
+        examples,
+        mut rows,
+        seed,
+        sha,
+    } = calibration_split(&detector, &a.data)?;
     if let Some(n) = a.rows {
         Rng::new(seed ^ 0xF5).shuffle(&mut rows);
         rows.truncate(n);
@@ -177,6 +148,62 @@ pub fn run(a: FuseArgs) -> Result<ExitCode> {
         dir.join(tremble::manifest::MANIFEST_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The calibration split `tremble train` held out from `data`, rebuilt from the seed, fraction
+/// and caps the model's manifest records.
+pub struct CalibrationSplit {
+    pub examples: Vec<Example>,
+    /// Indices into `examples`, in order.
+    pub rows: Vec<usize>,
+    pub seed: u64,
+    /// sha256 of the data file.
+    pub sha: String,
+}
+
+/// Rebuilds the calibration split; refuses data the model was not trained on.
+pub fn calibration_split(detector: &Detector, data: &Path) -> Result<CalibrationSplit> {
+    let info = detector.manifest().info.clone().unwrap_or_default();
+    let sha = sha256_file(data)?;
+    let trained = info["trained_on"].as_array().cloned().unwrap_or_default();
+    if !trained.iter().any(|t| t["sha256"].as_str() == Some(&sha)) {
+        bail!(
+            "{} is not the data model {} was trained on: fits on the calibration \
+             split held out from that file",
+            data.display(),
+            detector.manifest().name
+        );
+    }
+    let num = |v: &serde_json::Value, what: &str| {
+        v.as_f64().with_context(|| {
+            format!("the model manifest lacks info.{what}; retrain with this build")
+        })
+    };
+    let seed = num(&info["train"]["seed"], "train.seed")? as u64;
+    let fraction = num(
+        &info["sample"]["calibration_fraction"],
+        "sample.calibration_fraction",
+    )?;
+    let caps = SampleCaps {
+        per_group: num(
+            &info["sample"]["max_rows_per_group"],
+            "sample.max_rows_per_group",
+        )? as usize,
+        per_source: num(
+            &info["sample"]["max_rows_per_source"],
+            "sample.max_rows_per_source",
+        )? as usize,
+    };
+    let examples =
+        read_examples(data).with_context(|| format!("cannot read {}", data.display()))?;
+    let (cal_idx, _) = split_indices(&examples, seed, fraction);
+    let rows = calibration_sample(&examples, &cal_idx, caps, seed);
+    Ok(CalibrationSplit {
+        examples,
+        rows,
+        seed,
+        sha,
+    })
 }
 
 /// The scored rows a fit needs: the calibration split and the adversarial extra rows.

@@ -4,6 +4,7 @@
 mod args;
 mod eval;
 mod evasion;
+mod fit_lm;
 mod fuse;
 mod score;
 mod train;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a, command_line),
         Command::Evasion(a) => evasion::run(a, command_line),
         Command::Fuse(a) => fuse::run(a),
+        Command::FitLm(a) => fit_lm::run(a),
     };
     match result {
         Ok(code) => code,

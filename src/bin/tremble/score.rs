@@ -28,7 +28,11 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
         .max_bytes(m.max_bytes)
         .perturb(m.perturb.parse()?)
         .perturb_copies(m.perturb_copies)
-        .perturb_rate(m.perturb_rate);
+        .perturb_rate(m.perturb_rate)
+        .lm(m.lm);
+    if let Some(dir) = &m.lm_dir {
+        b = b.lm_dir(dir);
+    }
     if let Some(dir) = &m.model {
         b = b.model_dir(dir);
     }
