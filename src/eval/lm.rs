@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::eval::metrics::{confusion, percentiles, recall_at_fpr, roc_auc, Scored};
+use crate::eval::metrics::{confusion, per_key, percentiles, recall_at_fpr, roc_auc, Scored};
 
 /// Both scorings of the same records, in the same order, and the latencies of a sample.
 pub struct LmComparison<'a> {
@@ -125,28 +125,23 @@ impl LmComparison<'_> {
 
     /// Recall per optimized-suffix subtype, without and with the signal.
     fn per_subtype(&self) -> String {
-        let mut names: Vec<&str> = self
-            .with
-            .iter()
-            .filter(|r| r.attack && r.subtype.starts_with("adv_suffix"))
-            .map(|r| r.subtype.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
+        let rows = |scored: &[Scored]| {
+            let suffix: Vec<Scored> = scored
+                .iter()
+                .filter(|r| r.attack && r.subtype.starts_with("adv_suffix"))
+                .cloned()
+                .collect();
+            per_key(&suffix, self.threshold, |r| &r.subtype)
+        };
         let mut b = String::from("| subtype | n | without | with |\n|---|---|---|---|\n");
-        for name in names {
-            let hits = |rows: &[Scored]| {
-                let sel: Vec<&Scored> = rows.iter().filter(|r| r.subtype == name).collect();
-                let k = sel.iter().filter(|r| r.score >= self.threshold).count();
-                (k, sel.len())
-            };
-            let (a, n) = hits(self.without);
-            let (w, _) = hits(self.with);
+        for (a, w) in rows(self.without).iter().zip(rows(self.with)) {
             let _ = writeln!(
                 b,
-                "| {name} | {n} | {:.1}% | {:.1}% |",
-                100.0 * a as f64 / n.max(1) as f64,
-                100.0 * w as f64 / n.max(1) as f64
+                "| {} | {} | {:.1}% | {:.1}% |",
+                a.key,
+                a.n,
+                100.0 * a.rate,
+                100.0 * w.rate
             );
         }
         b

@@ -198,13 +198,7 @@ impl Fusion {
 
     /// The fused probability for raw inputs `x` (see [`fusion_inputs`]).
     pub fn apply(&self, x: &[f32; FUSION_INPUTS]) -> f32 {
-        let z: f32 = x
-            .iter()
-            .zip(&self.center)
-            .zip(&self.scale)
-            .zip(&self.weights)
-            .map(|(((&v, &c), &s), &w)| w * (v - c) / s)
-            .sum();
+        let z = super::standardized_dot(x, &self.center, &self.scale, &self.weights);
         sigmoid(z + self.bias)
     }
 }

@@ -1,7 +1,8 @@
 //! Fitting the fusion of the base score with the perturbation-sensitivity features: an
-//! L2-regularized logistic regression on standardized inputs (`crate::train::logistic`), fitted on the
-//! calibration split's checked rows, and the preset thresholds of the fused detector (checked
-//! rows score the fusion, the rest keep their base score) on that split's benign rows.
+//! L2-regularized logistic regression on standardized inputs (`crate::train::logistic`),
+//! fitted on the calibration split's checked rows, and the preset thresholds of the fused
+//! detector (checked rows score the fusion, the rest keep their base score) on that split's
+//! benign rows.
 
 use crate::error::{Error, Result};
 use crate::eval::metrics::{roc_auc, Scored};

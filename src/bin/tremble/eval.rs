@@ -63,16 +63,15 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
         let mut keep: Vec<usize> = (0..examples.len()).collect();
         tremble::rng::Rng::new(0x005A_3D1E).shuffle(&mut keep);
         keep.truncate(n);
-        keep.sort_unstable();
         let mut pick = vec![false; examples.len()];
         for i in keep {
             pick[i] = true;
         }
-        let mut i = 0;
-        examples.retain(|_| {
-            i += 1;
-            pick[i - 1]
-        });
+        examples = examples
+            .into_iter()
+            .zip(pick)
+            .filter_map(|(e, keep)| keep.then_some(e))
+            .collect();
     }
     let bar = crate::score::progress_bar(false);
     bar.set_length(examples.len() as u64);

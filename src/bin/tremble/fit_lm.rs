@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use tremble::detector::default_model_dir;
 use tremble::manifest::DetectorManifest;
 use tremble::rng::Rng;
 use tremble::signals::lm_surprise::{
@@ -60,12 +59,7 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
     if !(a.fpr > 0.0 && a.fpr < 1.0) || a.max_tokens == 0 {
         bail!("--fpr must lie in (0, 1) and --max-tokens be at least 1");
     }
-    let model_dir = a
-        .model
-        .model
-        .clone()
-        .or_else(default_model_dir)
-        .context("no model directory: pass --model DIR")?;
+    let model_dir = crate::score::model_dir(&a.model)?;
     let detector = load_detector(&a.model)?;
     let (lm_dir, files, name) = lm_files(&a.lm_manifest)?;
     let lm = LmSurprise::load(&lm_dir, &files, a.max_tokens, detector.device())

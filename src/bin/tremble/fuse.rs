@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::ProgressStyle;
 use std::path::Path;
 
-use tremble::detector::{default_model_dir, Detector};
+use tremble::detector::Detector;
 use tremble::eval::attack::{random_edits, AttackConfig};
 use tremble::eval::rewrites::{attack_classifier, rewrite};
 use tremble::evasion::Technique;
@@ -58,12 +58,7 @@ pub struct FuseArgs {
 }
 
 pub fn run(a: FuseArgs) -> Result<ExitCode> {
-    let dir = a
-        .model
-        .model
-        .clone()
-        .or_else(default_model_dir)
-        .context("no model directory: pass --model DIR")?;
+    let dir = crate::score::model_dir(&a.model)?;
     let detector = load_detector(&a.model)?;
     let settings = detector.perturb_settings();
     if settings.policy == tremble::signals::sensitivity::PerturbPolicy::Never {

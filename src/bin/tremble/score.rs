@@ -15,6 +15,15 @@ use tremble::{Detector, DeviceChoice, Threshold};
 use crate::args::{ModelArgs, ScoreArgs};
 
 /// Loads the detector the model options describe.
+/// The model directory the arguments name, else the default one (for commands that write
+/// into it).
+pub fn model_dir(m: &ModelArgs) -> Result<std::path::PathBuf> {
+    m.model
+        .clone()
+        .or_else(tremble::detector::default_model_dir)
+        .context("no model directory: pass --model DIR")
+}
+
 pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
     let threshold: Threshold = m.threshold.parse()?;
     let device: DeviceChoice = m.device.parse()?;
