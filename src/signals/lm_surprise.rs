@@ -106,6 +106,11 @@ pub struct LmRule {
     pub lm: LmRef,
     /// Content tokens scored per input (its last ones).
     pub max_tokens: usize,
+    /// Inputs with fewer content tokens get probability 0: an optimized suffix is ~20 tokens
+    /// on top of a request, while short unusual text (a made-up word, a name, a code) reads
+    /// as gibberish to any LM. 0 scores every input.
+    #[serde(default)]
+    pub min_tokens: usize,
     pub inputs: Vec<String>,
     pub center: Vec<f32>,
     pub scale: Vec<f32>,
@@ -127,11 +132,13 @@ impl LmRule {
             || self.weights.len() != n
             || !self.scale.iter().all(|&s| s.is_finite() && s > 0.0)
             || self.max_tokens == 0
+            || self.min_tokens > self.max_tokens
         {
             return Err(Error::Config(format!(
-                "lm_surprise rule has inputs {names:?} (max_tokens {}); this build expects \
-                 {LM_INPUT_NAMES:?}, positive scales and max_tokens ≥ 1",
-                self.max_tokens
+                "lm_surprise rule has inputs {names:?} (tokens {}..={}); this build expects \
+                 {LM_INPUT_NAMES:?}, positive scales and 1 ≤ max_tokens, min_tokens ≤ \
+                 max_tokens",
+                self.min_tokens, self.max_tokens
             )));
         }
         Ok(())
@@ -142,9 +149,13 @@ impl LmRule {
         super::standardized_dot(&f.inputs(), &self.center, &self.scale, &self.weights) + self.bias
     }
 
-    /// The rule's attack probability for `f`.
+    /// The rule's attack probability for `f`; 0 under `min_tokens`.
     pub fn probability(&self, f: &LmFeatures) -> f32 {
-        sigmoid(self.logit(f))
+        if f.tokens < self.min_tokens {
+            0.0
+        } else {
+            sigmoid(self.logit(f))
+        }
     }
 }
 
@@ -365,6 +376,7 @@ mod tests {
                 files: BTreeMap::new(),
             },
             max_tokens: 8,
+            min_tokens: 0,
             inputs: LM_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
             center: vec![2.0, 0.0, 0.0, 0.0, 0.0],
             scale: vec![2.0, 1.0, 1.0, 1.0, 1.0],
@@ -385,6 +397,17 @@ mod tests {
         // (6 - 2) / 2 · 1 + 2 · 0.5 - 1 = 2
         assert!((r.logit(&f) - 2.0).abs() < 1e-6);
         assert!((r.probability(&f) - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-6);
+        // Under min_tokens the rule stays silent, whatever the features.
+        let mut short = r.clone();
+        short.min_tokens = 3;
+        short.validate().unwrap();
+        assert_eq!(short.probability(&LmFeatures { tokens: 2, ..f }), 0.0);
+        assert_eq!(
+            short.probability(&LmFeatures { tokens: 3, ..f }),
+            r.probability(&f)
+        );
+        short.min_tokens = 9;
+        assert!(short.validate().is_err());
         let mut bad = r.clone();
         bad.scale[1] = 0.0;
         assert!(bad.validate().is_err());

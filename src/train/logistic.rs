@@ -58,6 +58,28 @@ impl Standardized {
             .sum::<f64>()
             + self.bias
     }
+
+    /// Moves the bias so that at most `floor(fpr·n)` of the `negatives`' logits reach
+    /// `target` (the logit of a decision threshold). The boundary sits halfway between the
+    /// last row allowed over it and the first kept under it, so rounding (the stored rule is
+    /// f32) cannot carry a row across; ties at the boundary are all kept under it. `false`
+    /// (bias untouched) without negatives or with `fpr` outside [0, 1).
+    pub fn place_for_fpr(&mut self, negatives: &[Vec<f64>], fpr: f64, target: f64) -> bool {
+        if negatives.is_empty() || !(0.0..1.0).contains(&fpr) {
+            return false;
+        }
+        let mut z: Vec<f64> = negatives.iter().map(|x| self.logit(x)).collect();
+        z.sort_by(|a, b| b.total_cmp(a));
+        // The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from losing a row.
+        let allowed = ((fpr * z.len() as f64 + 1e-9).floor() as usize).min(z.len() - 1);
+        let kept = z[allowed];
+        let boundary = match z[..allowed].iter().rev().find(|&&v| v > kept) {
+            Some(&over) => 0.5 * (over + kept),
+            None => kept + 1.0,
+        };
+        self.bias += target - boundary;
+        true
+    }
 }
 
 /// Weights then bias of the logistic model on already standardized rows.
@@ -162,5 +184,32 @@ mod tests {
             "{m:?}"
         );
         assert_eq!(m.scale[2], 1.0);
+    }
+
+    #[test]
+    fn placing_for_an_fpr_flags_at_most_its_share_of_negatives() {
+        let mut m = Standardized {
+            center: vec![0.0],
+            scale: vec![1.0],
+            weights: vec![1.0],
+            bias: 0.0,
+        };
+        let flagged =
+            |m: &Standardized, neg: &[Vec<f64>]| neg.iter().filter(|x| m.logit(x) >= 0.7).count();
+        let neg: Vec<Vec<f64>> = (0..200).map(|i| vec![f64::from(i)]).collect();
+        for (fpr, want) in [(0.0, 0), (0.005, 1), (0.01, 2), (0.05, 10), (0.999, 199)] {
+            assert!(m.place_for_fpr(&neg, fpr, 0.7));
+            assert_eq!(flagged(&m, &neg), want, "fpr {fpr}");
+        }
+        // Ties at the boundary stay under it: 3 rows share the top value, 1 may be flagged.
+        let tied: Vec<Vec<f64>> = [5.0, 5.0, 5.0, 1.0, 0.0].map(|v| vec![v]).to_vec();
+        assert!(m.place_for_fpr(&tied, 0.2, 0.7));
+        assert_eq!(flagged(&m, &tied), 0);
+        assert!(m.place_for_fpr(&tied, 0.6, 0.7));
+        assert_eq!(flagged(&m, &tied), 3);
+        let bias = m.bias;
+        assert!(!m.place_for_fpr(&[], 0.1, 0.7));
+        assert!(!m.place_for_fpr(&tied, 1.0, 0.7));
+        assert_eq!(m.bias, bias);
     }
 }

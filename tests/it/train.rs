@@ -134,12 +134,11 @@ fn tiny_training_learns_separable_data_and_exports_a_loadable_model() {
     );
 }
 
-#[test]
-fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("base");
+/// The tiny model trained on the synthetic data in `dir`: (data, model directory).
+fn trained_tiny(dir: &Path) -> (PathBuf, PathBuf) {
+    let base = dir.join("base");
     tremble::testing::write_tiny_base(&base).unwrap();
-    let data = synthetic(tmp.path());
+    let data = synthetic(dir);
     let cfg = TrainConfig {
         train_layers: 1,
         epochs: 5.0,
@@ -148,7 +147,7 @@ fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
         checkpoint_every: 50,
         ..TrainConfig::default()
     };
-    let out = tmp.path().join("model");
+    let out = dir.join("model");
     let window = WindowSpec {
         max_tokens: 16,
         overlap: 4,
@@ -157,11 +156,94 @@ fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
         data.clone(),
         base,
         out.clone(),
-        tmp.path().join("cache"),
+        dir.join("cache"),
         cfg,
         window,
     );
     run(&j, &mut |_| {}).unwrap();
+    (data, out)
+}
+
+#[test]
+fn fit_lm_places_the_rule_within_its_fpr_and_reuses_its_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = trained_tiny(tmp.path());
+    let lm = tmp.path().join("lm");
+    tremble::testing::add_tiny_lm(&out, &lm, false).unwrap();
+    let sha = |name: &str| tremble::weights::sha256_file(&lm.join(name)).unwrap();
+    let gguf = tremble::signals::lm_surprise::LM_GGUF;
+    let fetch = tmp.path().join("lm.manifest.json");
+    let m = serde_json::json!({
+        "name": "tiny-lm", "dir": lm,
+        "files": {gguf: sha(gguf)}, "derived": {"tokenizer.json": sha("tokenizer.json")},
+    });
+    std::fs::write(&fetch, m.to_string()).unwrap();
+    let features = tmp.path().join("features.json");
+    let fit = |data: &Path, extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tremble"))
+            .env_remove("TREMBLE_MODEL_DIR")
+            .args(["fit-lm", "--max-tokens", "16", "--min-tokens", "2"])
+            .args(["--synthetic", "12"])
+            .arg("--lm-manifest")
+            .arg(&fetch)
+            .arg("--cache")
+            .arg(&features)
+            .arg("--model")
+            .arg(&out)
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = fit(&data, &["--benign", "0"]);
+    assert!(!ok && text.contains("--benign"), "{text}");
+    let other = tmp.path().join("other.jsonl");
+    std::fs::write(&other, "{\"text\": \"hi\", \"label\": \"benign\"}\n").unwrap();
+    let (ok, text) = fit(&other, &[]);
+    assert!(!ok && text.contains("not the data model"), "{text}");
+
+    let (ok, text) = fit(&data, &[]);
+    assert!(ok && text.contains("lm_surprise rule fitted"), "{text}");
+    let manifest = tremble::manifest::DetectorManifest::read(&out).unwrap();
+    let rule = manifest.lm_surprise.clone().expect("rule written");
+    assert_eq!((rule.min_tokens, rule.max_tokens), (2, 16));
+    assert_eq!(rule.lm.dir, Path::new("..").join("lm"));
+    assert!(rule.weights.iter().all(|w| w.is_finite()), "{rule:?}");
+    let info = &manifest.info.as_ref().unwrap()["lm_surprise"];
+    let benign = info["benign_rows"].as_u64().unwrap();
+    assert!(benign > 0 && info["synthetic_rows"] == 12, "{info}");
+    // The default 0.5% of fewer than 200 benign rows allows none to be flagged.
+    assert!(benign < 200);
+    assert_eq!(info["in_sample_flagged_at_balanced"]["benign"], 0, "{info}");
+    assert!(features.is_file());
+
+    // A refit with another penalty reuses the features and moves only the fit.
+    let (ok, text) = fit(&data, &["--l2", "50"]);
+    assert!(ok && text.contains("reusing the LM features"), "{text}");
+    let refit = tremble::manifest::DetectorManifest::read(&out).unwrap();
+    assert_ne!(refit.lm_surprise.as_ref().unwrap().weights, rule.weights);
+
+    let d = Detector::builder()
+        .model_dir(&out)
+        .device(DeviceChoice::Cpu)
+        .lm(true)
+        .build()
+        .unwrap();
+    let v = d.score_batch(&["hello world what is a cat"]).unwrap();
+    assert!(v[0].signals.lm_surprise.is_some());
+}
+
+#[test]
+fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = trained_tiny(tmp.path());
     let cache = tmp.path().join("rows.json");
     let fuse = |data: &Path, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tremble"))

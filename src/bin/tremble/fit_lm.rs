@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use sha2::{Digest, Sha256};
 
 use tremble::manifest::DetectorManifest;
 use tremble::rng::Rng;
@@ -18,11 +19,15 @@ use tremble::signals::lm_surprise::{
     LmFeatures, LmRef, LmRule, LmSurprise, LM_GGUF, LM_INPUT_NAMES,
 };
 use tremble::signals::sensitivity::logit;
+use tremble::train::data::Example;
 use tremble::train::logistic::Standardized;
 
 use crate::args::ModelArgs;
 use crate::fuse::{calibration_split, CalibrationSplit};
 use crate::score::load_detector;
+
+/// SmolLM2's special tokens come first in its vocabulary; synthetic suffixes skip them.
+const LM_CONTROL_TOKENS: usize = 17;
 
 #[derive(Debug, Args)]
 pub struct FitLmArgs {
@@ -32,6 +37,12 @@ pub struct FitLmArgs {
     /// Benign calibration rows (a seeded sample) used as negatives.
     #[arg(long, default_value_t = 1500)]
     pub benign: usize,
+    /// Benign calibration rows of each language other than English (code included) added to
+    /// the negatives when the sample holds fewer: other languages and code are where a
+    /// perplexity filter raises false alarms, and a few per language keep the fit from
+    /// learning English fluency alone.
+    #[arg(long, default_value_t = 25)]
+    pub per_language: usize,
     /// Calibration attacks given a synthetic random-token suffix, added as positives.
     #[arg(long, default_value_t = 300)]
     pub synthetic: usize,
@@ -41,9 +52,18 @@ pub struct FitLmArgs {
     /// Content tokens the LM reads per record (its last ones).
     #[arg(long, default_value_t = 96)]
     pub max_tokens: usize,
+    /// Inputs with fewer content tokens are left to the classifier (the rule gives them 0):
+    /// optimized suffixes are ~20 tokens on top of a request, and short odd text (made-up
+    /// words, names, codes) is where an LM raises false alarms.
+    #[arg(long, default_value_t = 20)]
+    pub min_tokens: usize,
     /// Ridge penalty on the standardized weights.
     #[arg(long, default_value_t = 1.0)]
     pub l2: f64,
+    /// Keep the LM features in FILE and reuse them while the data, LM and rows match
+    /// (refitting with another --l2 or --fpr then takes seconds).
+    #[arg(long, value_name = "FILE")]
+    pub cache: Option<PathBuf>,
     /// The LM's fetch manifest (names the directory and pins the files).
     #[arg(
         long,
@@ -56,8 +76,15 @@ pub struct FitLmArgs {
 }
 
 pub fn run(a: FitLmArgs) -> Result<ExitCode> {
-    if !(a.fpr > 0.0 && a.fpr < 1.0) || a.max_tokens == 0 {
-        bail!("--fpr must lie in (0, 1) and --max-tokens be at least 1");
+    if !(a.fpr > 0.0 && a.fpr < 1.0)
+        || a.max_tokens == 0
+        || a.benign == 0
+        || a.min_tokens > a.max_tokens
+    {
+        bail!(
+            "--fpr must lie in (0, 1), --max-tokens and --benign be at least 1, and \
+             --min-tokens at most --max-tokens"
+        );
     }
     let model_dir = crate::score::model_dir(&a.model)?;
     let detector = load_detector(&a.model)?;
@@ -68,17 +95,18 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         examples,
         rows,
         seed,
-        ..
+        sha,
     } = calibration_split(&detector, &a.data)?;
 
     let mut rng = Rng::new(seed ^ 0x115);
-    let mut benign: Vec<usize> = rows
-        .iter()
-        .copied()
-        .filter(|&i| !examples[i].is_attack())
-        .collect();
-    rng.shuffle(&mut benign);
-    benign.truncate(a.benign);
+    let benign = negatives(&examples, &rows, &a, &mut rng);
+    if benign.is_empty() {
+        bail!(
+            "the calibration split of {} holds no benign rows: the rule's threshold is set on \
+             them",
+            a.data.display()
+        );
+    }
     let suffix_rows: Vec<usize> = (0..examples.len())
         .filter(|&i| examples[i].subtype.starts_with("adv_suffix"))
         .collect();
@@ -89,14 +117,17 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         .collect();
     rng.shuffle(&mut hosts);
     hosts.truncate(a.synthetic);
-    let vocab = lm.tokenizer().get_vocab_size(false) as u32;
+    let vocab = lm.tokenizer().get_vocab_size(false);
+    if vocab <= LM_CONTROL_TOKENS {
+        bail!("the LM's tokenizer has no ordinary tokens to build suffixes from");
+    }
     let mut texts: Vec<String> = benign.iter().map(|&i| examples[i].text.clone()).collect();
     texts.extend(suffix_rows.iter().map(|&i| examples[i].text.clone()));
     for &i in &hosts {
         let n = 15 + rng.below(16);
-        // ids above the 17 control tokens: ordinary vocabulary, as GCG searches it
+        // Ordinary vocabulary above the control tokens, as GCG searches it.
         let ids: Vec<u32> = (0..n)
-            .map(|_| 17 + rng.below(vocab as usize - 17) as u32)
+            .map(|_| (LM_CONTROL_TOKENS + rng.below(vocab - LM_CONTROL_TOKENS)) as u32)
             .collect();
         let suffix = lm
             .tokenizer()
@@ -113,24 +144,40 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         suffix_rows.len(),
         hosts.len()
     );
-    let features = features_with_progress(&lm, &texts)?;
+    let key = cache_key(&sha, &files, a.max_tokens, &texts);
+    let features = match a.cache.as_deref().and_then(|p| read_cache(p, &key)) {
+        Some(f) => f,
+        None => {
+            let f = features_with_progress(&lm, &texts)?;
+            if let Some(p) = &a.cache {
+                write_cache(p, &key, &f)?;
+            }
+            f
+        }
+    };
 
+    // The rule sees only inputs of at least --min-tokens tokens: fit and place it on those,
+    // with the FPR budget of all benign rows (the short ones are never flagged).
     let x: Vec<Vec<f64>> = features
         .iter()
         .map(|f| f.inputs().iter().map(|&v| f64::from(v)).collect())
         .collect();
-    let mut m = Standardized::fit(&x, &labels, a.l2);
-    let balanced = detector.manifest().thresholds.balanced;
-    let mut neg: Vec<f64> = x
-        .iter()
-        .zip(&labels)
-        .filter(|(_, &y)| y == 0.0)
-        .map(|(r, _)| m.logit(r))
+    let long: Vec<usize> = (0..x.len())
+        .filter(|&i| features[i].tokens >= a.min_tokens)
         .collect();
-    neg.sort_by(f64::total_cmp);
-    let q = neg[((1.0 - a.fpr) * neg.len() as f64).floor() as usize % neg.len().max(1)];
-    // Shift so that at most --fpr of the benign logits reach the balanced threshold's logit.
-    m.bias += f64::from(logit(balanced)) - q + 1e-6;
+    let pick = |idx: &[usize]| -> Vec<Vec<f64>> { idx.iter().map(|&i| x[i].clone()).collect() };
+    let long_y: Vec<f64> = long.iter().map(|&i| labels[i]).collect();
+    if !long_y.contains(&0.0) || !long_y.contains(&1.0) {
+        bail!(
+            "with --min-tokens {} the fit lacks benign or attack rows; lower it",
+            a.min_tokens
+        );
+    }
+    let mut m = Standardized::fit(&pick(&long), &long_y, a.l2);
+    let balanced = detector.manifest().thresholds.balanced;
+    let long_neg: Vec<usize> = long.iter().copied().filter(|&i| i < benign.len()).collect();
+    let fpr_long = (a.fpr * benign.len() as f64 / long_neg.len() as f64).min(0.999);
+    m.place_for_fpr(&pick(&long_neg), fpr_long, f64::from(logit(balanced)));
     let rule = LmRule {
         lm: LmRef {
             name,
@@ -138,6 +185,7 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
             files,
         },
         max_tokens: a.max_tokens,
+        min_tokens: a.min_tokens,
         inputs: LM_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
         center: m.center.iter().map(|&v| v as f32).collect(),
         scale: m.scale.iter().map(|&v| v as f32).collect(),
@@ -146,23 +194,38 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
     };
     rule.validate()?;
     let flagged = |range: std::ops::Range<usize>| {
-        let n = range.len();
-        let k = range
+        range
             .filter(|&i| rule.probability(&features[i]) >= balanced)
-            .count();
-        (k, n)
+            .count()
     };
     let nb = benign.len();
     let ns = suffix_rows.len();
-    let (fb, _) = flagged(0..nb);
-    let (fs, _) = flagged(nb..nb + ns);
-    let (fy, ny) = flagged(nb + ns..texts.len());
+    let ny = hosts.len();
+    let (fb, fs, fy) = (
+        flagged(0..nb),
+        flagged(nb..nb + ns),
+        flagged(nb + ns..texts.len()),
+    );
+    let other = |i: &usize| !examples[*i].lang.is_empty() && examples[*i].lang != "en";
+    let n_other = benign.iter().filter(|i| other(i)).count();
+    let f_other = (0..nb)
+        .filter(|&k| other(&benign[k]) && rule.probability(&features[k]) >= balanced)
+        .count();
+    let mut by_lang: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, &i) in benign.iter().enumerate() {
+        if rule.probability(&features[k]) >= balanced {
+            *by_lang.entry(examples[i].lang.as_str()).or_default() += 1;
+        }
+    }
     let summary = serde_json::json!({
-        "data_sha256": tremble::weights::sha256_file(&a.data)?,
-        "benign_rows": nb, "adv_suffix_rows": ns, "synthetic_rows": ny,
-        "target_fpr": a.fpr, "l2": a.l2,
+        "data_sha256": sha,
+        "benign_rows": nb, "benign_rows_not_english": n_other,
+        "adv_suffix_rows": ns, "synthetic_rows": ny,
+        "target_fpr": a.fpr, "l2": a.l2, "per_language": a.per_language,
+        "min_tokens": a.min_tokens, "rows_under_min_tokens": x.len() - long.len(),
         "in_sample_flagged_at_balanced": {
-            "benign": fb, "adv_suffix": fs, "synthetic": fy
+            "benign": fb, "benign_not_english": f_other, "adv_suffix": fs, "synthetic": fy,
+            "benign_by_language": by_lang,
         }
     });
     let mut manifest = DetectorManifest::read(&model_dir)?;
@@ -176,7 +239,8 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
     manifest.write(&model_dir)?;
     println!(
         "lm_surprise rule fitted; at balanced ({balanced:.4}), in-sample: benign {fb}/{nb} \
-         flagged, adv_suffix {fs}/{ns}, synthetic {fy}/{ny}\nweights (standardized) {}: {:?}, \
+         flagged ({f_other}/{n_other} not English), adv_suffix {fs}/{ns}, synthetic \
+         {fy}/{ny}; benign flagged by language {by_lang:?}\nweights (standardized) {}: {:?}, \
          bias {:.3}\nwritten to {}",
         LM_INPUT_NAMES.join(", "),
         rule.weights,
@@ -184,6 +248,81 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         model_dir.join(tremble::manifest::MANIFEST_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benign rows used as negatives: a seeded sample of `--benign` calibration rows, topped
+/// up to `--per-language` rows for each language other than English.
+fn negatives(examples: &[Example], rows: &[usize], a: &FitLmArgs, rng: &mut Rng) -> Vec<usize> {
+    let mut all: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|&i| !examples[i].is_attack())
+        .collect();
+    rng.shuffle(&mut all);
+    let (picked, rest) = all.split_at(a.benign.min(all.len()));
+    let mut out = picked.to_vec();
+    let mut per_lang: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in &out {
+        *per_lang.entry(examples[i].lang.as_str()).or_default() += 1;
+    }
+    for &i in rest {
+        let lang = examples[i].lang.as_str();
+        let n = per_lang.entry(lang).or_default();
+        if !lang.is_empty() && lang != "en" && *n < a.per_language {
+            *n += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Everything the features depend on: data, LM files, token cap and the texts themselves.
+fn cache_key(
+    data_sha: &str,
+    files: &BTreeMap<String, String>,
+    max_tokens: usize,
+    texts: &[String],
+) -> String {
+    let mut h = Sha256::new();
+    for t in texts {
+        h.update((t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    }
+    serde_json::json!({
+        "data": data_sha, "lm": files, "max_tokens": max_tokens,
+        "texts": format!("{:x}", h.finalize()),
+    })
+    .to_string()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FeatureCache {
+    key: String,
+    features: Vec<LmFeatures>,
+}
+
+fn read_cache(path: &Path, key: &str) -> Option<Vec<LmFeatures>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let c: FeatureCache = serde_json::from_str(&text).ok()?;
+    if c.key == key {
+        eprintln!("reusing the LM features in {}", path.display());
+        Some(c.features)
+    } else {
+        eprintln!(
+            "{} holds features of other data, rows or LM: computing them again",
+            path.display()
+        );
+        None
+    }
+}
+
+fn write_cache(path: &Path, key: &str, features: &[LmFeatures]) -> Result<()> {
+    let c = FeatureCache {
+        key: key.to_string(),
+        features: features.to_vec(),
+    };
+    std::fs::write(path, serde_json::to_string(&c)?)
+        .with_context(|| format!("cannot write the feature cache {}", path.display()))
 }
 
 /// The LM directory and the pinned files (fetched and derived) of its fetch manifest.
