@@ -13,7 +13,8 @@ use rayon::prelude::*;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::manifest::{locate_base, DetectorManifest};
-use crate::models::bert::{BertConfig, BertModel};
+use crate::models::base::BaseEncoder;
+use crate::models::bert::BertModel;
 use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
 use crate::signals::lm_surprise::{self, LmRule, LmSurprise};
@@ -223,40 +224,35 @@ impl DetectorBuilder {
         self.perturb.validate()?;
         let manifest = DetectorManifest::read(&model_dir)?;
         verify_all(&model_dir, &manifest.files)?;
+        let manifest_path = model_dir.join(crate::manifest::MANIFEST_FILE);
         if let Some(f) = &manifest.fusion {
-            f.validate().map_err(|e| {
-                Error::model_file(
-                    model_dir.join(crate::manifest::MANIFEST_FILE),
-                    e.to_string(),
-                )
-            })?;
+            f.validate()
+                .map_err(|e| Error::model_file(&manifest_path, e.to_string()))?;
         }
         let base_dir = locate_base(&model_dir, &manifest.base, self.base_dir.as_deref())?;
         verify_all(&base_dir, &manifest.base.files)?;
+        let format = manifest
+            .base
+            .format()
+            .map_err(|e| Error::model_file(&manifest_path, e))?;
 
-        let config = BertConfig::read(&base_dir.join("config.json"))?;
-        let tokenizer = TextTokenizer::from_file(&base_dir.join("tokenizer.json"))?;
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::model_file(
-                base_dir.join("tokenizer.json"),
-                format!(
-                    "tokenizer has {} tokens but the encoder only {}: wrong tokenizer for this model",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                ),
-            ));
-        }
+        let device = self.device.open()?;
+        let base = BaseEncoder::load(&base_dir, format, &device)?;
+        let config = base.config;
         if manifest.window.max_tokens > config.max_position_embeddings {
             return Err(Error::model_file(
-                model_dir.join(crate::manifest::MANIFEST_FILE),
+                manifest_path,
                 format!(
                     "window of {} tokens exceeds the encoder's {} positions",
                     manifest.window.max_tokens, config.max_position_embeddings
                 ),
             ));
         }
+        let tokenizer = base.tokenizer.with_prefix(&manifest.base.input_prefix)?;
+        tokenizer
+            .check_spec(manifest.window)
+            .map_err(|e| Error::model_file(&manifest_path, e.to_string()))?;
 
-        let device = self.device.open()?;
         let lm = match self.lm {
             true => Some(load_lm(
                 &model_dir,
@@ -266,8 +262,8 @@ impl DetectorBuilder {
             )?),
             false => None,
         };
-        let weights_path = base_dir.join("model.safetensors");
-        let mut tensors = load_safetensors(&weights_path, DType::F32, &device)?;
+        let weights_path = base.weights_path;
+        let mut tensors = base.tensors;
         for name in manifest
             .files
             .keys()
@@ -285,7 +281,10 @@ impl DetectorBuilder {
         };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let encoder = BertModel::load(vb.clone(), &config).map_err(|e| {
-            Error::model_file(&weights_path, format!("does not fit config.json: {e}"))
+            Error::model_file(
+                &weights_path,
+                format!("does not fit {}: {e}", format.config_source()),
+            )
         })?;
         let head = ClassifierHead::load(
             vb,
@@ -459,7 +458,8 @@ impl Detector {
         &self.device
     }
 
-    /// The tokenizer of the base encoder.
+    /// The tokenizer of the base encoder, with the model's input prefix (its windows are the
+    /// ones scored).
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
@@ -663,7 +663,9 @@ impl Detector {
         }
         let _s = tracing::debug_span!("sensitivity").entered();
         let band = self.uncertainty_band();
-        let body = self.manifest.window.max_tokens - 2;
+        // Window geometry of the content alone: the input prefix takes its tokens from each.
+        let content = self.tokenizer.content_spec(self.manifest.window);
+        let body = content.max_tokens - 2;
         let k = self.perturb.copies;
         // (input, reason) of each checked input, and its copies' windows in order
         let selected: Vec<(usize, &'static str)> = decided
@@ -692,7 +694,7 @@ impl Detector {
                 let d = &decided[i];
                 let f = &framed[i][d.best];
                 let (_, top, _) = d.per_text[d.best];
-                let starts = self.manifest.window.starts(f.tokens);
+                let starts = content.starts(f.tokens);
                 let s = starts.get(top).copied().unwrap_or(0);
                 let e = f.tokens.min(s + body);
                 let text = &prepared[i].texts[d.best].1;

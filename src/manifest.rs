@@ -1,6 +1,7 @@
 //! The manifest of a detector model directory (`tremble.json`) and of a base encoder
 //! (`models/<name>.manifest.json`), and how the base encoder's files are located:
 //! an explicit directory, the directory the manifest names, then the Hugging Face cache/hub.
+//! Which files a base has, and how they load, is [`crate::models::base`]'s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::models::base::BaseFormat;
 use crate::tokenize::WindowSpec;
 
 /// File name of a detector model's manifest inside its directory.
@@ -48,15 +50,34 @@ pub struct DetectorManifest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BaseRef {
     pub name: String,
-    /// Directory with `config.json`, `tokenizer.json`, `model.safetensors`, relative to the
-    /// model directory when not absolute.
+    /// Directory with the base's files ([`BaseFormat::files`]: `config.json`,
+    /// `tokenizer.json`, `model.safetensors`, or `tokenizer.json` and an `E5S1` blob), relative
+    /// to the model directory when not absolute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     /// Hugging Face repo id to fetch from when the directory is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_repo: Option<String>,
-    /// Base file name → sha256; every one is checked before use.
+    /// Base file name → sha256; every one is checked before use. Which weights file is pinned
+    /// tells the base's form.
     pub files: BTreeMap<String, String>,
+    /// Text whose tokens open every window, after the start token, in training and scoring
+    /// alike (`query: ` for an e5 base; see [`TextTokenizer::with_prefix`]). Empty, and then
+    /// absent from the file, for a base that wants none.
+    ///
+    /// [`TextTokenizer::with_prefix`]: crate::tokenize::TextTokenizer::with_prefix
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub input_prefix: String,
+}
+
+impl BaseRef {
+    /// The base's form, from the weights file its pins name.
+    ///
+    /// # Errors
+    /// A message for the manifest's error when they name none or both.
+    pub fn format(&self) -> std::result::Result<BaseFormat, String> {
+        BaseFormat::of_pins(&self.files)
+    }
 }
 
 /// Platt scaling of the attack logit: `p = sigmoid(a · logit + b)`.
@@ -89,8 +110,6 @@ impl Default for Thresholds {
         }
     }
 }
-
-pub(crate) const BASE_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 impl DetectorManifest {
     /// Reads `dir/tremble.json`.
@@ -127,8 +146,9 @@ impl DetectorManifest {
         m.window
             .validate()
             .map_err(|e| Error::model_file(path, e.to_string()))?;
-        for f in BASE_FILES {
-            if !m.base.files.contains_key(f) {
+        let format = m.base.format().map_err(|e| Error::model_file(path, e))?;
+        for f in format.files() {
+            if !m.base.files.contains_key(*f) {
                 return Err(Error::model_file(
                     path,
                     format!("base.files lacks a sha256 for {f}"),
@@ -159,16 +179,19 @@ pub fn locate_base(model_dir: &Path, base: &BaseRef, explicit: Option<&Path>) ->
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
     }
+    let format = base
+        .format()
+        .map_err(|e| Error::model_file(model_dir.join(MANIFEST_FILE), e))?;
     let mut looked = Vec::new();
     if let Some(rel) = &base.dir {
         let dir = model_dir.join(rel);
-        if dir.join("model.safetensors").is_file() {
+        if dir.join(format.weights_file()).is_file() {
             return Ok(dir);
         }
         looked.push(dir.display().to_string());
     }
     match &base.hf_repo {
-        Some(repo) => crate::hub::fetch_model(repo, &BASE_FILES).map_err(|e| {
+        Some(repo) => crate::hub::fetch_model(repo, format.files()).map_err(|e| {
             Error::Hub(format!(
                 "base encoder {} not found in {} and {e}; run scripts/setup.sh",
                 base.name,
@@ -179,5 +202,58 @@ pub fn locate_base(model_dir: &Path, base: &BaseRef, explicit: Option<&Path>) ->
             looked.first().map(PathBuf::from).unwrap_or_default(),
             format!("base encoder {} not found; run scripts/setup.sh", base.name),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(files: &[&str], prefix: &str) -> serde_json::Value {
+        let files: BTreeMap<&str, &str> = files.iter().map(|f| (*f, "00")).collect();
+        let mut base = serde_json::json!({"name": "b", "files": files});
+        if !prefix.is_empty() {
+            base["input_prefix"] = prefix.into();
+        }
+        serde_json::json!({"format": FORMAT, "name": "m", "base": base,
+            "files": {"head.safetensors": "00"}, "categories": ["injection"]})
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<DetectorManifest> {
+        DetectorManifest::parse(&v.to_string(), Path::new("m/tremble.json"))
+    }
+
+    #[test]
+    fn a_manifest_without_an_input_prefix_reads_and_writes_as_before() {
+        let v = manifest(BaseFormat::Safetensors.files(), "");
+        let m = parse(&v).unwrap();
+        assert_eq!(m.base.input_prefix, "");
+        assert_eq!(m.base.format(), Ok(BaseFormat::Safetensors));
+        let written: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert!(written["base"].get("input_prefix").is_none(), "{written}");
+    }
+
+    #[test]
+    fn an_e5_base_pins_its_blob_and_tokenizer_and_keeps_its_prefix() {
+        let m = parse(&manifest(BaseFormat::E5s1.files(), "query: ")).unwrap();
+        assert_eq!(m.base.format(), Ok(BaseFormat::E5s1));
+        assert_eq!(m.base.input_prefix, "query: ");
+        let back = parse(&serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn incomplete_base_pins_are_refused_naming_the_file() {
+        let msg = parse(&manifest(&["e5-small-q4.bin"], ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("m/tremble.json") && msg.contains("lacks a sha256 for tokenizer.json"),
+            "{msg}"
+        );
+        let msg = parse(&manifest(&["tokenizer.json"], ""))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("pins no weights file"), "{msg}");
     }
 }

@@ -1,6 +1,11 @@
 //! Tiny models made in code for tests, examples and doctests: a small BERT with formula
 //! weights (reproducible in any language: see `scripts/golden_tiny.py`), a small WordPiece
-//! tokenizer, and a complete detector model directory around them. Not for production use.
+//! tokenizer, the same BERT as an e5-style `E5S1` base ([`e5`]), and complete detector model
+//! directories around them. Not for production use.
+
+pub mod e5;
+
+pub use e5::write_tiny_e5_base;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -9,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, FORMAT};
+use crate::models::base::BaseFormat;
 use crate::models::bert::BertConfig;
 use crate::tokenize::WindowSpec;
 use crate::weights::sha256_file;
@@ -214,16 +220,62 @@ pub fn write_tiny_base(dir: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] when `dir` is not writable.
 pub fn write_tiny_model(dir: &Path) -> Result<()> {
-    let base = dir.join("base");
-    write_tiny_base(&base)?;
-    let h = tiny_config().hidden_size;
+    write_tiny_base(&dir.join("base"))?;
+    write_head_model(
+        dir,
+        Path::new("base"),
+        tiny_config().hidden_size,
+        "",
+        TINY_WINDOW,
+    )
+}
+
+/// [`write_tiny_model`] on the tiny e5 base ([`write_tiny_e5_base`]), with the `query: ` input
+/// prefix an e5 base takes.
+///
+/// # Errors
+/// [`Error::Io`] when `dir` is not writable.
+pub fn write_tiny_e5_model(dir: &Path) -> Result<()> {
+    write_tiny_e5_base(&dir.join("base"))?;
+    let hidden = e5::tiny_e5_config().hidden_size;
+    let prefix = BaseFormat::E5s1.default_input_prefix();
+    write_head_model(dir, Path::new("base"), hidden, prefix, TINY_WINDOW)
+}
+
+/// The window of the tiny models: short texts already span several.
+const TINY_WINDOW: WindowSpec = WindowSpec {
+    max_tokens: 16,
+    overlap: 4,
+};
+
+/// Writes a detector model to `dir` around the base encoder in `base` (relative to `dir`
+/// unless absolute; either form): a formula head for `hidden`-wide embeddings and a manifest
+/// pinning every file, with `input_prefix` and `window`. The real e5 test builds its
+/// detector-shaped encoder with it.
+///
+/// # Errors
+/// [`Error::ModelFile`] when `base` holds no base encoder, [`Error::Io`] when `dir` is not
+/// writable.
+pub fn write_head_model(
+    dir: &Path,
+    base: &Path,
+    hidden: usize,
+    input_prefix: &str,
+    window: WindowSpec,
+) -> Result<()> {
+    let base_dir = dir.join(base);
+    let format = BaseFormat::detect(&base_dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
     let categories: Vec<String> = ["injection", "jailbreak", "adversarial"]
         .map(String::from)
         .to_vec();
     let head = formula_tensors(&[
-        ("head.attack.weight".into(), vec![1, h]),
+        ("head.attack.weight".into(), vec![1, hidden]),
         ("head.attack.bias".into(), vec![1]),
-        ("head.category.weight".into(), vec![categories.len(), h]),
+        (
+            "head.category.weight".into(),
+            vec![categories.len(), hidden],
+        ),
         ("head.category.bias".into(), vec![categories.len()]),
     ])?;
     candle_core::safetensors::save(&head, dir.join("head.safetensors"))?;
@@ -239,17 +291,18 @@ pub fn write_tiny_model(dir: &Path) -> Result<()> {
         format: FORMAT,
         name: "tiny-test".into(),
         base: BaseRef {
-            name: "tiny-bert".into(),
-            dir: Some("base".into()),
+            name: match format {
+                BaseFormat::Safetensors => "tiny-bert".into(),
+                BaseFormat::E5s1 => "tiny-e5".into(),
+            },
+            dir: Some(base.to_path_buf()),
             hf_repo: None,
-            files: pins(&base, &crate::manifest::BASE_FILES)?,
+            files: pins(&base_dir, format.files())?,
+            input_prefix: input_prefix.into(),
         },
         files: pins(dir, &["head.safetensors"])?,
         categories,
-        window: WindowSpec {
-            max_tokens: 16,
-            overlap: 4,
-        },
+        window,
         calibration: Calibration::default(),
         thresholds: Thresholds {
             strict: 0.6,

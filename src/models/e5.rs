@@ -320,8 +320,9 @@ fn read_directory<'a>(cur: &mut Cursor<'a>) -> Result<HashMap<&'a str, Entry<'a>
     Ok(dir)
 }
 
-/// `(blob name, HF name, shape)` of every tensor the model needs.
-fn tensor_names(c: &BertConfig) -> Vec<(String, String, Vec<usize>)> {
+/// `(blob name, HF name, shape)` of every tensor the model needs (the test blob writer in
+/// [`crate::testing`] names its tensors by it too).
+pub(crate) fn tensor_names(c: &BertConfig) -> Vec<(String, String, Vec<usize>)> {
     let (h, ff) = (c.hidden_size, c.intermediate_size);
     let mut out: Vec<(String, String, Vec<usize>)> = [
         ("emb.word", "word_embeddings.weight", vec![c.vocab_size, h]),
@@ -393,11 +394,9 @@ fn dequantize_q4_0(data: &[u8]) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::models::bert::BertModel;
+    use crate::testing::e5::{e5_f32, e5_q4_0, e5s1_blob, E5Tensor};
     use candle_core::DType;
     use candle_nn::VarBuilder;
-
-    /// A tensor to write: blob name, dtype code, element count, stored bytes.
-    type Raw = (String, u8, usize, Vec<u8>);
 
     /// The header of the tiny test blob (the engine's real values in the comments).
     const HIDDEN: usize = 32; // 384
@@ -408,79 +407,38 @@ mod tests {
     const POSITIONS: usize = 8; // 512
     const TYPES: usize = 2; // 2
 
-    /// Writes an `E5S1` blob; returns it and the offset of its tensor directory.
-    fn write_blob(version: u32, tensors: &[Raw]) -> (Vec<u8>, usize) {
-        let mut b = Vec::new();
-        b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&version.to_le_bytes());
-        for v in [HIDDEN, LAYERS, HEADS, FF, VOCAB, POSITIONS, TYPES] {
-            b.extend_from_slice(&(v as i32).to_le_bytes());
+    /// The configuration the test blob's header describes, as the reader returns it.
+    fn tiny_config() -> BertConfig {
+        BertConfig {
+            vocab_size: VOCAB,
+            hidden_size: HIDDEN,
+            num_hidden_layers: LAYERS,
+            num_attention_heads: HEADS,
+            intermediate_size: FF,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: POSITIONS,
+            type_vocab_size: TYPES,
+            layer_norm_eps: f64::from(1e-12f32),
+            pad_token_id: 1,
         }
-        b.extend_from_slice(&1e-12f32.to_le_bytes());
-        b.extend_from_slice(&(QK as i32).to_le_bytes());
-        // Tokenizer: pieces "a" and "b" with their scores, special ids as in the real blob,
-        // and a normalisation map of one entry (U+00A0 → U+0020).
-        for v in [2i32, 0, 2, 1, 3] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&2u64.to_le_bytes());
-        for v in [0u32, 1, 2] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [-1.0f32, -2.0] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(b"ab");
-        b.extend_from_slice(&1i32.to_le_bytes());
-        b.extend_from_slice(&9u32.to_le_bytes());
-        b.extend_from_slice(&0xa0u32.to_le_bytes());
-        b.push(1);
-        b.extend_from_slice(&0x20u32.to_le_bytes());
-        let dir_at = b.len();
-        let dir_len: usize = 4 + tensors.iter().map(|t| 2 + t.0.len() + 21).sum::<usize>();
-        // The data starts 64-aligned, as in the real blob.
-        let mut offset = (dir_at + dir_len).div_ceil(64) * 64;
-        b.extend_from_slice(&(tensors.len() as i32).to_le_bytes());
-        for (name, code, len, data) in tensors {
-            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            b.extend_from_slice(name.as_bytes());
-            b.push(*code);
-            b.extend_from_slice(&(*len as u32).to_le_bytes());
-            b.extend_from_slice(&(offset as u64).to_le_bytes());
-            b.extend_from_slice(&(data.len() as u64).to_le_bytes());
-            offset += data.len();
-        }
-        b.resize(b.len().div_ceil(64) * 64, 0);
-        for t in tensors {
-            b.extend_from_slice(&t.3);
-        }
-        (b, dir_at)
     }
 
-    fn f32_raw(name: &str, values: &[f32]) -> Raw {
-        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        (name.into(), 0, values.len(), data)
-    }
-
-    /// Q4_0 blocks from `(f16 scale bits, 16 bytes)`.
-    fn q4_raw(name: &str, blocks: &[(u16, [u8; 16])]) -> Raw {
-        let mut data = Vec::new();
-        for (scale, qs) in blocks {
-            data.extend_from_slice(&scale.to_le_bytes());
-            data.extend_from_slice(qs);
-        }
-        (name.into(), 1, blocks.len() * QK, data)
+    /// Writes an `E5S1` blob claiming `version`; returns it and the offset of its directory.
+    fn write_blob(version: u32, tensors: &[E5Tensor]) -> (Vec<u8>, usize) {
+        let (mut blob, dir_at) = e5s1_blob(&tiny_config(), tensors);
+        blob[4..8].copy_from_slice(&version.to_le_bytes());
+        (blob, dir_at)
     }
 
     /// Q4_0 with small varied weights (scale 1/64, nibbles from a formula).
-    fn q4_formula(name: &str, len: usize, seed: usize) -> Raw {
+    fn q4_formula(name: &str, len: usize, seed: usize) -> E5Tensor {
         let blocks: Vec<(u16, [u8; 16])> = (0..len / QK)
             .map(|i| {
                 let qs = std::array::from_fn(|j| ((i * 7 + j * 5 + seed) % 256) as u8);
                 (0x2400, qs)
             })
             .collect();
-        q4_raw(name, &blocks)
+        e5_q4_0(name, &blocks)
     }
 
     fn formula(len: usize, seed: usize, base: f32) -> Vec<f32> {
@@ -509,14 +467,14 @@ mod tests {
             .collect()
     }
 
-    fn tiny_tensors() -> Vec<Raw> {
+    fn tiny_tensors() -> Vec<E5Tensor> {
         let h = HIDDEN;
         let mut t = vec![
-            q4_raw("emb.word", &word_blocks()),
-            f32_raw("emb.pos", &positions()),
-            f32_raw("emb.type", &formula(TYPES * h, 1, 0.0)),
-            f32_raw("emb.ln.w", &formula(h, 2, 1.0)),
-            f32_raw("emb.ln.b", &formula(h, 3, 0.0)),
+            e5_q4_0("emb.word", &word_blocks()),
+            e5_f32("emb.pos", &positions()),
+            e5_f32("emb.type", &formula(TYPES * h, 1, 0.0)),
+            e5_f32("emb.ln.w", &formula(h, 2, 1.0)),
+            e5_f32("emb.ln.b", &formula(h, 3, 0.0)),
         ];
         for l in 0..LAYERS {
             for (i, (name, out, inp)) in [
@@ -531,11 +489,11 @@ mod tests {
             .enumerate()
             {
                 t.push(q4_formula(&format!("l{l}.{name}.w"), out * inp, i));
-                t.push(f32_raw(&format!("l{l}.{name}.b"), &formula(out, i, 0.0)));
+                t.push(e5_f32(&format!("l{l}.{name}.b"), &formula(out, i, 0.0)));
             }
             for (i, name) in ["aln", "oln"].into_iter().enumerate() {
-                t.push(f32_raw(&format!("l{l}.{name}.w"), &formula(h, i, 1.0)));
-                t.push(f32_raw(&format!("l{l}.{name}.b"), &formula(h, i + 4, 0.0)));
+                t.push(e5_f32(&format!("l{l}.{name}.w"), &formula(h, i, 1.0)));
+                t.push(e5_f32(&format!("l{l}.{name}.b"), &formula(h, i + 4, 0.0)));
             }
         }
         t
@@ -559,21 +517,7 @@ mod tests {
     #[test]
     fn the_header_becomes_the_bert_config() {
         let (config, tensors) = parse(&write_blob(1, &tiny_tensors()).0).unwrap();
-        assert_eq!(
-            config,
-            BertConfig {
-                vocab_size: VOCAB,
-                hidden_size: HIDDEN,
-                num_hidden_layers: LAYERS,
-                num_attention_heads: HEADS,
-                intermediate_size: FF,
-                hidden_act: "gelu".into(),
-                max_position_embeddings: POSITIONS,
-                type_vocab_size: TYPES,
-                layer_norm_eps: f64::from(1e-12f32),
-                pad_token_id: 1,
-            }
-        );
+        assert_eq!(config, tiny_config());
         assert_eq!(tensors.len(), 5 + 16 * LAYERS);
         let fi = &tensors["encoder.layer.0.intermediate.dense.weight"];
         assert_eq!(fi.dims(), &[FF, HIDDEN]);
@@ -671,14 +615,14 @@ mod tests {
     #[test]
     fn a_misshapen_or_missing_tensor_is_refused_by_name() {
         let mut tensors = tiny_tensors();
-        tensors[2] = f32_raw("emb.type", &formula(HIDDEN, 1, 0.0));
+        tensors[2] = e5_f32("emb.type", &formula(HIDDEN, 1, 0.0));
         let msg = message(parse(&write_blob(1, &tensors).0));
         assert!(
             msg.contains("shape mismatch") && msg.contains("emb.type") && msg.contains("[2, 32]"),
             "{msg}"
         );
         let mut tensors = tiny_tensors();
-        tensors.retain(|t| t.0 != "l0.fo.b");
+        tensors.retain(|t| t.name != "l0.fo.b");
         let msg = message(parse(&write_blob(1, &tensors).0));
         assert!(msg.contains("l0.fo.b") && msg.contains("missing"), "{msg}");
     }
@@ -687,7 +631,7 @@ mod tests {
     fn a_byte_count_that_does_not_fit_the_dtype_is_refused() {
         let mut tensors = tiny_tensors();
         // 31 elements cannot be whole Q4_0 blocks.
-        tensors[0].2 = 31;
+        tensors[0].len = 31;
         let msg = message(parse(&write_blob(1, &tensors).0));
         assert!(
             msg.contains("emb.word") && msg.contains("31 elements"),
@@ -699,7 +643,7 @@ mod tests {
     fn non_finite_weights_are_refused() {
         let mut tensors = tiny_tensors();
         // An f16 scale of +inf.
-        tensors[0] = q4_raw("emb.word", &[(0x7c00, [0x88; 16]); VOCAB]);
+        tensors[0] = e5_q4_0("emb.word", &[(0x7c00, [0x88; 16]); VOCAB]);
         let msg = message(parse(&write_blob(1, &tensors).0));
         assert!(
             msg.contains("emb.word") && msg.contains("non-finite"),

@@ -17,10 +17,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, BASE_FILES, FORMAT};
+use crate::manifest::{BaseRef, Calibration, DetectorManifest, Thresholds, FORMAT};
+use crate::models::base::{BaseEncoder, BaseFormat};
 use crate::models::bert::{BertConfig, BertModel};
-use crate::tokenize::{TextTokenizer, WindowSpec};
-use crate::weights::{load_safetensors, sha256_file};
+use crate::tokenize::WindowSpec;
+use crate::weights::sha256_file;
 use augment::{splice_injections, SpliceConfig};
 use data::{in_calibration, read_examples, row_weights, sample, Example, SampleCaps};
 use features::{FeatureJob, WindowFeatures};
@@ -52,6 +53,10 @@ pub struct TrainJob {
     pub calibration_fraction: f64,
     /// Use at most this many training rows (a quick run); calibration shrinks in proportion.
     pub limit_rows: Option<usize>,
+    /// Text whose tokens open every window (recorded in the manifest, applied again when
+    /// scoring); `None`: the base form's own ([`BaseFormat::default_input_prefix`]:
+    /// `query: ` for an e5 base, none for a BERT).
+    pub input_prefix: Option<String>,
 }
 
 /// Progress of a run, for a progress bar.
@@ -128,16 +133,32 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     }
 
     progress(Progress::Phase("loading the base encoder".into()));
-    let bert = BertConfig::read(&job.base_dir.join("config.json"))?;
+    let BaseEncoder {
+        format,
+        config: bert,
+        tensors: base,
+        tokenizer,
+        weights_path,
+    } = BaseEncoder::load_detected(&job.base_dir, &Device::Cpu)?;
     if cfg.train_layers > bert.num_hidden_layers {
         return Err(Error::Config(format!(
             "--train-layers {} exceeds the encoder's {} layers",
             cfg.train_layers, bert.num_hidden_layers
         )));
     }
-    let tokenizer = TextTokenizer::from_file(&job.base_dir.join("tokenizer.json"))?;
-    let weights_path = job.base_dir.join("model.safetensors");
-    let base = load_safetensors(&weights_path, DType::F32, &Device::Cpu)?;
+    // Caught here rather than when the trained model first loads.
+    if job.window.max_tokens > bert.max_position_embeddings {
+        return Err(Error::Config(format!(
+            "--window {} exceeds the encoder's {} positions",
+            job.window.max_tokens, bert.max_position_embeddings
+        )));
+    }
+    let input_prefix = job
+        .input_prefix
+        .clone()
+        .unwrap_or_else(|| format.default_input_prefix().to_string());
+    let tokenizer = tokenizer.with_prefix(&input_prefix)?;
+    tokenizer.check_spec(job.window)?;
     let encoder = BertModel::load(
         VarBuilder::from_tensors(base.clone(), DType::F32, &Device::Cpu),
         &bert,
@@ -223,7 +244,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     };
 
     progress(Progress::Phase("writing the model".into()));
-    export(job, &model, &bert, &summary)?;
+    export(job, &model, &bert, (format, input_prefix), &summary)?;
     Ok(summary)
 }
 
@@ -270,8 +291,15 @@ fn row_labels(examples: &[Example], rows: &[usize]) -> Vec<RowLabel> {
         .collect()
 }
 
-/// Writes `head.safetensors` (head in f32, fine-tuned layers in f16) and `tremble.json`.
-fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummary) -> Result<()> {
+/// Writes `head.safetensors` (head in f32, fine-tuned layers in f16) and `tremble.json`, which
+/// pins every file of the base's form and records the input prefix the windows had.
+fn export(
+    job: &TrainJob,
+    model: &TrainModel,
+    bert: &BertConfig,
+    (format, input_prefix): (BaseFormat, String),
+    s: &TrainSummary,
+) -> Result<()> {
     let out = &job.out_dir;
     std::fs::create_dir_all(out)
         .map_err(|e| Error::io(format!("cannot create {}", out.display()), e))?;
@@ -294,10 +322,11 @@ fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummar
     };
     let head_path = out.join("head.safetensors");
     candle_core::safetensors::save(&tensors.into_iter().collect(), &head_path)?;
-    let mut pins = BTreeMap::new();
-    for f in BASE_FILES {
-        pins.insert(f.to_string(), sha256_file(&job.base_dir.join(f))?);
-    }
+    let pins = format
+        .files()
+        .iter()
+        .map(|f| Ok((f.to_string(), sha256_file(&job.base_dir.join(f))?)))
+        .collect::<Result<_>>()?;
     let data_pins: Vec<serde_json::Value> = job
         .data
         .iter()
@@ -313,6 +342,7 @@ fn export(job: &TrainJob, model: &TrainModel, bert: &BertConfig, s: &TrainSummar
             dir: Some(relative_dir(out, &job.base_dir)),
             hf_repo: job.hf_repo.clone(),
             files: pins,
+            input_prefix,
         },
         files: BTreeMap::from([("head.safetensors".to_string(), sha256_file(&head_path)?)]),
         categories: CATEGORIES.map(String::from).to_vec(),

@@ -52,3 +52,18 @@ pub fn load_golden(name: &str) -> std::collections::HashMap<String, Tensor> {
 pub fn write(path: &Path, content: impl AsRef<[u8]>) {
     std::fs::write(path, content).unwrap();
 }
+
+/// The real multilingual-e5-small base (E5S1 blob and tokenizer), or `None` (printing why the
+/// caller skips).
+pub fn real_e5_base(test: &str) -> Option<PathBuf> {
+    let dir = repo().join("models/multilingual-e5-small");
+    let present = [tremble::models::e5::BLOB_FILE, "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if present {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED {test}: multilingual-e5-small absent (run scripts/setup.sh)");
+        None
+    }
+}

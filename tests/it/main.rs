@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod detector;
+mod e5;
 mod evasion;
 mod gpu;
 mod hostile;

@@ -8,10 +8,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tremble::models::base::BaseFormat;
 use tremble::train::augment::SpliceConfig;
 use tremble::train::data::SampleCaps;
 use tremble::train::trainer::TrainConfig;
 use tremble::train::{Progress, TrainJob};
+
+/// Where the default base, all-MiniLM-L6-v2, can be fetched from.
+const DEFAULT_HF_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -21,12 +25,19 @@ pub struct TrainArgs {
     /// Where to write the model directory.
     #[arg(long, default_value = "models/tremble-minilm-v1", value_name = "DIR")]
     pub out: PathBuf,
-    /// Base encoder directory (config.json, tokenizer.json, model.safetensors).
+    /// Base encoder directory: config.json, tokenizer.json and model.safetensors, or
+    /// tokenizer.json and an E5S1 blob e5-small-q4.bin (models/multilingual-e5-small).
     #[arg(long, default_value = "models/all-MiniLM-L6-v2", value_name = "DIR")]
     pub base: PathBuf,
-    /// Hugging Face repo id of the base, recorded so the model can fetch it elsewhere.
-    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
-    pub hf_repo: String,
+    /// Hugging Face repo id of the base, recorded so the model can fetch it elsewhere ("" for
+    /// none) [default: sentence-transformers/all-MiniLM-L6-v2 for a safetensors base, none for
+    /// an E5S1 base, whose blob only scripts/setup.sh fetches].
+    #[arg(long, value_name = "REPO")]
+    pub hf_repo: Option<String>,
+    /// Text whose tokens open every window, in training and (recorded in the model) in scoring
+    /// ("" for none) [default: "query: " for an E5S1 base, none for a safetensors base].
+    #[arg(long, value_name = "TEXT")]
+    pub input_prefix: Option<String>,
     /// Model name [default: the output directory's name].
     #[arg(long)]
     pub name: Option<String>,
@@ -100,11 +111,18 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         .base
         .file_name()
         .map_or_else(|| "base".into(), |n| n.to_string_lossy().into_owned());
+    // An unreadable base is left for the run to report, with the files it expected.
+    let e5_base = BaseFormat::detect(&a.base).is_ok_and(|f| f == BaseFormat::E5s1);
+    let hf_repo = match a.hf_repo.clone() {
+        Some(repo) => Some(repo),
+        None if e5_base => None,
+        None => Some(DEFAULT_HF_REPO.to_string()),
+    };
     let job = TrainJob {
         data: a.data.clone(),
         base_dir: a.base.clone(),
         base_name,
-        hf_repo: Some(a.hf_repo.clone()).filter(|s| !s.is_empty()),
+        hf_repo: hf_repo.filter(|s| !s.is_empty()),
         out_dir: a.out.clone(),
         name,
         cache_dir: a.cache_dir.clone(),
@@ -137,6 +155,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         },
         calibration_fraction: a.calibration_fraction,
         limit_rows: a.limit_rows,
+        input_prefix: a.input_prefix.clone(),
     };
     let mut display = Display::new();
     let summary =
