@@ -17,6 +17,45 @@ pub const MANIFEST_FILE: &str = "tremble.json";
 /// Current manifest format version.
 pub const FORMAT: u32 = 1;
 
+/// A fetch manifest (`models/<name>.manifest.json`, what `scripts/fetch_base.py` installs):
+/// the directory it installs into and every file it pins, fetched or derived from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchManifest {
+    pub name: String,
+    /// Relative to the repository root, as written.
+    pub dir: PathBuf,
+    /// File name → sha256, the `files` and `derived` sections together.
+    pub files: BTreeMap<String, String>,
+}
+
+impl FetchManifest {
+    /// Reads the fetch manifest at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be read; [`Error::ModelFile`] when it is not JSON or names
+    /// no `dir`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let m: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::model_file(path, format!("not valid JSON: {e}")))?;
+        let mut files = BTreeMap::new();
+        for key in ["files", "derived"] {
+            for (k, v) in m[key].as_object().into_iter().flatten() {
+                files.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        let dir = m["dir"]
+            .as_str()
+            .ok_or_else(|| Error::model_file(path, "names no dir"))?;
+        Ok(Self {
+            name: m["name"].as_str().unwrap_or_default().to_string(),
+            dir: PathBuf::from(dir),
+            files,
+        })
+    }
+}
+
 /// What a detector model directory holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DetectorManifest {

@@ -2,29 +2,21 @@
 //! features of a batch of records cut to exactly 128 tokens, as `--lm` computes them
 //! (tokenize, batched forward, per-token surprise, summary), at batch 8 and 32.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use candle_core::Device;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use tremble::manifest::FetchManifest;
 use tremble::signals::lm_surprise::LmSurprise;
 
 const TOKENS: usize = 128;
 
 fn load() -> Option<LmSurprise> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text =
-        std::fs::read_to_string(root.join("models/smollm2-135m-instruct.manifest.json")).ok()?;
-    let m: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let mut files = BTreeMap::new();
-    for key in ["files", "derived"] {
-        for (k, v) in m[key].as_object()? {
-            files.insert(k.clone(), v.as_str()?.to_string());
-        }
-    }
-    let dir = root.join(m["dir"].as_str()?);
-    match LmSurprise::load(&dir, &files, TOKENS, &Device::Cpu) {
+    let loaded = FetchManifest::read(&root.join("models/smollm2-135m-instruct.manifest.json"))
+        .and_then(|m| LmSurprise::load(&root.join(&m.dir), &m.files, TOKENS, &Device::Cpu));
+    match loaded {
         Ok(lm) => Some(lm),
         Err(e) => {
             eprintln!("skipping LM benches: {e}");

@@ -7,7 +7,7 @@ use std::path::Path;
 use tremble::tokenize::{TextTokenizer, WindowSpec};
 use tremble::{Detector, DeviceChoice, Threshold};
 
-use crate::common::{real_e5_base, repo};
+use crate::common::real_e5_base;
 
 fn detector(dir: &Path) -> Detector {
     Detector::builder()
@@ -93,7 +93,7 @@ fn a_tampered_e5_blob_is_refused_by_its_pin() {
 /// prefix, 512-token windows): each golden text, given without its prefix, must come out of
 /// the detector's tokenizer as the prefixed text tokenized whole, and the detector's pooled
 /// embedding must match the package engine's as in `models::e5`'s parity test (cosine 0.9998
-/// each, 0.9999 on average; see there why not closer).
+/// each, 0.9999 on average; `testing::e5::assert_matches_e5_golden` says why not closer).
 #[test]
 fn the_real_e5_base_embeds_prefixed_text_as_the_engine_does() {
     let name = "the_real_e5_base_embeds_prefixed_text_as_the_engine_does";
@@ -108,10 +108,7 @@ fn the_real_e5_base_embeds_prefixed_text_as_the_engine_does() {
     tremble::testing::write_head_model(model.path(), &base, 384, "query: ", window).unwrap();
     let d = detector(model.path());
     let whole = TextTokenizer::from_file(&base.join("tokenizer.json")).unwrap();
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/golden/e5_small_embeddings.json")).unwrap(),
-    )
-    .unwrap();
+    let golden = tremble::testing::e5::e5_golden();
     let texts = golden["texts"].as_array().unwrap();
 
     let mut windows = Vec::new();
@@ -137,27 +134,5 @@ fn the_real_e5_base_embeds_prefixed_text_as_the_engine_does() {
         }
     }
 
-    let unit = |v: &[f32]| {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / n).collect::<Vec<f32>>()
-    };
-    let mut cosines = Vec::new();
-    for (ours, t) in pooled.iter().zip(texts) {
-        let theirs: Vec<f32> = t["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let cosine: f32 = unit(ours)
-            .iter()
-            .zip(unit(&theirs))
-            .map(|(a, b)| a * b)
-            .sum();
-        eprintln!("e5 detector path {}: cosine {cosine:.6}", t["lang"]);
-        assert!(cosine >= 0.9998, "{}: cosine {cosine}", t["lang"]);
-        cosines.push(cosine);
-    }
-    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
-    assert!(mean >= 0.9999, "mean cosine {mean}");
+    tremble::testing::e5::assert_matches_e5_golden(&golden, &pooled, "detector path");
 }

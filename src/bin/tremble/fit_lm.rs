@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use sha2::{Digest, Sha256};
 
-use tremble::manifest::DetectorManifest;
+use tremble::manifest::{DetectorManifest, FetchManifest};
 use tremble::rng::Rng;
 use tremble::signals::lm_surprise::{
     LmFeatures, LmRef, LmRule, LmSurprise, LM_GGUF, LM_INPUT_NAMES,
@@ -193,11 +193,11 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         bias: m.bias as f32,
     };
     rule.validate()?;
-    let flagged = |range: std::ops::Range<usize>| {
-        range
-            .filter(|&i| rule.probability(&features[i]) >= balanced)
-            .count()
-    };
+    let hit: Vec<bool> = features
+        .iter()
+        .map(|f| rule.probability(f) >= balanced)
+        .collect();
+    let flagged = |range: std::ops::Range<usize>| hit[range].iter().filter(|&&h| h).count();
     let nb = benign.len();
     let ns = suffix_rows.len();
     let ny = hosts.len();
@@ -206,16 +206,13 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         flagged(nb..nb + ns),
         flagged(nb + ns..texts.len()),
     );
-    let other = |i: &usize| !examples[*i].lang.is_empty() && examples[*i].lang != "en";
-    let n_other = benign.iter().filter(|i| other(i)).count();
-    let f_other = (0..nb)
-        .filter(|&k| other(&benign[k]) && rule.probability(&features[k]) >= balanced)
-        .count();
+    let other = |i: usize| !examples[i].lang.is_empty() && examples[i].lang != "en";
+    let n_other = benign.iter().filter(|&&i| other(i)).count();
+    let mut f_other = 0;
     let mut by_lang: BTreeMap<&str, usize> = BTreeMap::new();
-    for (k, &i) in benign.iter().enumerate() {
-        if rule.probability(&features[k]) >= balanced {
-            *by_lang.entry(examples[i].lang.as_str()).or_default() += 1;
-        }
+    for (&i, _) in benign.iter().zip(&hit).filter(|(_, &h)| h) {
+        *by_lang.entry(examples[i].lang.as_str()).or_default() += 1;
+        f_other += usize::from(other(i));
     }
     let summary = serde_json::json!({
         "data_sha256": sha,
@@ -327,27 +324,19 @@ fn write_cache(path: &Path, key: &str, features: &[LmFeatures]) -> Result<()> {
 
 /// The LM directory and the pinned files (fetched and derived) of its fetch manifest.
 fn lm_files(manifest: &Path) -> Result<(PathBuf, BTreeMap<String, String>, String)> {
-    let text = std::fs::read_to_string(manifest)
-        .with_context(|| format!("cannot read {}", manifest.display()))?;
-    let m: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", manifest.display()))?;
-    let mut files = BTreeMap::new();
-    for key in ["files", "derived"] {
-        for (k, v) in m[key].as_object().into_iter().flatten() {
-            files.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    if !files.contains_key(LM_GGUF) || !files.contains_key("tokenizer.json") {
+    let m = FetchManifest::read(manifest)?;
+    if !m.files.contains_key(LM_GGUF) || !m.files.contains_key("tokenizer.json") {
         bail!(
             "{} does not pin {LM_GGUF} and tokenizer.json",
             manifest.display()
         );
     }
-    let dir = m["dir"]
-        .as_str()
-        .with_context(|| format!("{} names no dir", manifest.display()))?;
-    let name = m["name"].as_str().unwrap_or("lm").to_string();
-    Ok((PathBuf::from(dir), files, name))
+    let name = if m.name.is_empty() {
+        "lm".into()
+    } else {
+        m.name
+    };
+    Ok((m.dir, m.files, name))
 }
 
 /// `dir` as the manifest should name it: relative to the model directory when both are
