@@ -6,5 +6,6 @@ mod benchmarks;
 criterion::criterion_main!(
     benchmarks::model::benches,
     benchmarks::normalize::benches,
-    benchmarks::lm::benches
+    benchmarks::lm::benches,
+    benchmarks::route::benches
 );

@@ -12,10 +12,11 @@ use rayon::prelude::*;
 
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
-use crate::manifest::{locate_base, DetectorManifest};
+use crate::manifest::{locate_base, DetectorManifest, Thresholds};
 use crate::models::base::BaseEncoder;
 use crate::models::bert::BertModel;
 use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
+use crate::route::{route, Route, ScoreMap};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
 use crate::signals::lm_surprise::{self, LmRule, LmSurprise};
 use crate::signals::sensitivity::{fusion_inputs, Fusion, PerturbPolicy, PerturbSettings};
@@ -78,6 +79,7 @@ pub struct DetectorBuilder {
     perturb: PerturbSettings,
     lm: bool,
     lm_dir: Option<PathBuf>,
+    route: bool,
 }
 
 impl Default for DetectorBuilder {
@@ -95,6 +97,7 @@ impl Default for DetectorBuilder {
             perturb: PerturbSettings::default(),
             lm: false,
             lm_dir: None,
+            route: true,
         }
     }
 }
@@ -201,6 +204,14 @@ impl DetectorBuilder {
         self
     }
 
+    /// Whether text that is not English goes to the model's multilingual model, when its
+    /// manifest names one (default on; see [`crate::route`]).
+    #[must_use]
+    pub fn route(mut self, on: bool) -> Self {
+        self.route = on;
+        self
+    }
+
     /// Loads and verifies the model.
     ///
     /// # Errors
@@ -212,7 +223,7 @@ impl DetectorBuilder {
                 "batch size, max windows and max bytes must be at least 1".into(),
             ));
         }
-        let model_dir = match self.model_dir {
+        let model_dir = match self.model_dir.clone() {
             Some(d) => d,
             None => default_model_dir().ok_or_else(|| {
                 Error::Config(format!(
@@ -299,6 +310,14 @@ impl DetectorBuilder {
             )
         })?;
         let fusion = manifest.fusion.clone();
+        let multilingual = match (&manifest.route, self.route) {
+            (Some(spec), true) => Some(Box::new(self.multilingual(
+                &model_dir,
+                &spec.multilingual,
+                manifest.thresholds,
+            )?)),
+            _ => None,
+        };
         Ok(Detector {
             encoder,
             head,
@@ -314,7 +333,41 @@ impl DetectorBuilder {
             max_views: if self.normalize { self.max_views } else { 0 },
             normalize: self.normalize,
             max_bytes: self.max_bytes,
+            multilingual,
+            score_map: None,
         })
+    }
+
+    /// The routed multilingual model, with this builder's settings, its scores mapped onto
+    /// the English model's `thresholds`.
+    fn multilingual(
+        &self,
+        model_dir: &Path,
+        dir: &Path,
+        thresholds: Thresholds,
+    ) -> Result<Detector> {
+        let mut sub = self.clone();
+        sub.model_dir = Some(model_dir.join(dir));
+        sub.base_dir = None;
+        sub.lm = false;
+        sub.route = false;
+        let mut d = sub.build().map_err(|e| {
+            Error::Config(format!(
+                "the multilingual model this model routes to ({}) cannot be loaded: {e} \
+                 (scripts/setup.sh fetches its base; --no-route, or `route(false)`, scores \
+                 every input with the English model)",
+                model_dir.join(dir).display()
+            ))
+        })?;
+        let map = ScoreMap::new(d.manifest.thresholds, thresholds).map_err(|e| {
+            Error::model_file(
+                model_dir.join(dir).join(crate::manifest::MANIFEST_FILE),
+                format!("cannot be routed to: {e}"),
+            )
+        })?;
+        d.score_map = Some(map);
+        d.manifest.thresholds = thresholds;
+        Ok(d)
     }
 }
 
@@ -375,6 +428,10 @@ pub struct Detector {
     normalize: bool,
     max_views: usize,
     max_bytes: usize,
+    /// Where text that is not English goes ([`crate::route`]).
+    multilingual: Option<Box<Detector>>,
+    /// This model's calibrated scores onto the scale of the model that routes to it.
+    score_map: Option<ScoreMap>,
 }
 
 /// One input prepared for scoring: the texts to score (raw first, then views) and the evidence
@@ -514,6 +571,64 @@ impl Detector {
         lm: bool,
     ) -> Result<Vec<Verdict>> {
         let _span = tracing::debug_span!("score_batch", inputs = texts.len()).entered();
+        let mut verdicts = match &self.multilingual {
+            None => self.score_core(texts, policy)?,
+            Some(ml) => self.score_routed(ml, texts, policy)?,
+        };
+        if let (true, Some((model, rule))) = (lm, &self.lm) {
+            let features = model.features(texts)?;
+            for (v, f) in verdicts.iter_mut().zip(features) {
+                lm_surprise::join(v, f, rule.probability(&f));
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// Whether text that is not English goes to a multilingual model.
+    pub fn routes(&self) -> bool {
+        self.multilingual.is_some()
+    }
+
+    /// Scores English inputs here and the others on the multilingual model; verdicts come
+    /// back in input order, each naming the model that read it.
+    fn score_routed(
+        &self,
+        ml: &Detector,
+        texts: &[&str],
+        policy: PerturbPolicy,
+    ) -> Result<Vec<Verdict>> {
+        let routes: Vec<Route> = texts.par_iter().map(|t| route(t)).collect();
+        let pick = |r: Route| -> Vec<&str> {
+            texts
+                .iter()
+                .zip(&routes)
+                .filter(|(_, &x)| x == r)
+                .map(|(t, _)| *t)
+                .collect()
+        };
+        let mut english = self.score_core(&pick(Route::English), policy)?.into_iter();
+        let mut other = ml
+            .score_core(&pick(Route::Multilingual), policy)?
+            .into_iter();
+        routes
+            .iter()
+            .map(|r| {
+                let (v, model) = match r {
+                    Route::English => (english.next(), &self.manifest.name),
+                    Route::Multilingual => (other.next(), &ml.manifest.name),
+                };
+                let mut v = v.ok_or_else(|| Error::Config("a routed verdict is missing".into()))?;
+                v.signals.classifier.model = Some(model.clone());
+                Ok(v)
+            })
+            .collect()
+    }
+
+    /// Every signal but the LM, on this model alone.
+    fn score_core(&self, texts: &[&str], policy: PerturbPolicy) -> Result<Vec<Verdict>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let prepared: Vec<Prepared<'_>> = {
             let _s = tracing::debug_span!("normalize").entered();
             texts.par_iter().map(|t| self.prepare(t)).collect()
@@ -636,12 +751,6 @@ impl Detector {
                 v.signals.dos = Some(d);
             }
             verdicts.push(v);
-        }
-        if let (true, Some((model, rule))) = (lm, &self.lm) {
-            let features = model.features(texts)?;
-            for (v, f) in verdicts.iter_mut().zip(features) {
-                lm_surprise::join(v, f, rule.probability(&f));
-            }
         }
         Ok(verdicts)
     }
@@ -823,6 +932,7 @@ impl Detector {
                     windows,
                     windows_scored: scored,
                     top_window: top,
+                    model: None,
                 },
                 normalize: None,
                 dos: None,
@@ -844,7 +954,10 @@ impl Detector {
             let (a, c) = self.head.forward(&pooled)?;
             let out = probabilities(&a, &c, self.manifest.calibration)?;
             for (k, i) in idx.into_iter().enumerate() {
-                attack[i] = out.attack[k];
+                attack[i] = self
+                    .score_map
+                    .as_ref()
+                    .map_or(out.attack[k], |m| m.apply(out.attack[k]));
                 categories[i] = out.categories[k].clone();
             }
         }

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod perturb;
 pub mod records;
 pub mod rng;
+pub mod route;
 pub mod signals;
 #[doc(hidden)]
 pub mod testing;

@@ -80,9 +80,21 @@ pub struct DetectorManifest {
     /// it) and the LM it needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lm_surprise: Option<crate::signals::lm_surprise::LmRule>,
+    /// The multilingual model that reads text this (English) model should not: see
+    /// [`crate::route`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
     /// Free-form facts for people (training recipe, metrics); never read by code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,
+}
+
+/// Where a model sends text that is not English.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteSpec {
+    /// The multilingual model's directory, relative to this model's directory when not
+    /// absolute.
+    pub multilingual: PathBuf,
 }
 
 /// The base encoder a detector builds on.

@@ -309,6 +309,7 @@ pub fn write_head_model(
             balanced: 0.5,
             permissive: 0.4,
         },
+        route: None,
         info: None,
     };
     manifest.write(dir)

@@ -188,6 +188,9 @@ pub struct ClassifierEvidence {
     pub windows_scored: usize,
     /// Index of the window that decided.
     pub top_window: usize,
+    /// The model that read the input, when the detector routes by language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 #[cfg(test)]

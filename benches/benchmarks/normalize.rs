@@ -22,7 +22,7 @@ fn one_kib(seed: &str) -> String {
     s
 }
 
-fn inputs() -> Vec<(&'static str, String)> {
+pub fn inputs() -> Vec<(&'static str, String)> {
     let prose = "The committee met on Tuesday to review the quarterly budget. After a long \
                  discussion about travel costs, they agreed to postpone the new office until \
                  spring and to publish the minutes by Friday. ";

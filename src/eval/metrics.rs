@@ -251,6 +251,47 @@ pub fn per_lang(scored: &[Scored], threshold: f32) -> Vec<GroupRow> {
     per_key(scored, threshold, |s| &s.lang)
 }
 
+/// ROC AUC within one language (or the pooled non-English rows), where it has both classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LangSeparation {
+    /// A language code, or `non-English` for every row tagged with neither `en` nor `code`.
+    pub lang: String,
+    pub n_attack: usize,
+    pub n_benign: usize,
+    pub auc: Option<f64>,
+}
+
+/// Name of the pooled row of [`per_lang_auc`].
+pub const NON_ENGLISH: &str = "non-English";
+
+/// One [`LangSeparation`] per language with attack and benign rows, sorted, then the pooled
+/// non-English rows (tagged, neither `en` nor `code`) when they have both classes.
+pub fn per_lang_auc(scored: &[Scored]) -> Vec<LangSeparation> {
+    let mut by: BTreeMap<&str, Vec<Scored>> = BTreeMap::new();
+    for s in scored {
+        by.entry(s.lang.as_str()).or_default().push(s.clone());
+        if !matches!(s.lang.as_str(), "" | "en" | "code") {
+            by.entry(NON_ENGLISH).or_default().push(s.clone());
+        }
+    }
+    let mut out: Vec<LangSeparation> = by
+        .into_iter()
+        .filter_map(|(lang, rows)| {
+            let n_attack = rows.iter().filter(|s| s.attack).count();
+            let n_benign = rows.len() - n_attack;
+            (n_attack > 0 && n_benign > 0).then(|| LangSeparation {
+                lang: lang.to_string(),
+                n_attack,
+                n_benign,
+                auc: roc_auc(&rows),
+            })
+        })
+        .collect();
+    // The pooled row last.
+    out.sort_by_key(|r| r.lang == NON_ENGLISH);
+    out
+}
+
 /// How well one attack source separates from all benign rows, independent of the operating
 /// threshold: pooled metrics hide a source the model cannot see behind sources it sees well.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -498,6 +539,29 @@ mod tests {
         assert!(close(rows[1].rate, 0.5));
         assert_eq!(subtype_prefix("a"), "a");
         assert_eq!(subtype_prefix("a:b"), "a:b");
+    }
+
+    #[test]
+    fn language_auc_needs_both_classes_and_pools_non_english() {
+        let row = |score: f32, attack: bool, lang: &str| Scored {
+            lang: lang.into(),
+            ..ex(score, attack)
+        };
+        let scored = [
+            row(0.9, true, "en"),
+            row(0.1, false, "en"),
+            row(0.2, true, "sq"),
+            row(0.8, false, "ko"),
+            row(0.3, false, "code"),
+            row(0.7, true, "de"),
+        ];
+        let got = per_lang_auc(&scored);
+        let langs: Vec<&str> = got.iter().map(|r| r.lang.as_str()).collect();
+        assert_eq!(langs, ["en", NON_ENGLISH]);
+        assert_eq!(got[0].auc, Some(1.0));
+        // non-English: attacks 0.2 (sq), 0.7 (de) against benign 0.8 (ko): both below.
+        assert_eq!((got[1].n_attack, got[1].n_benign), (2, 1));
+        assert_eq!(got[1].auc, Some(0.0));
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod metrics;
 mod render;
 pub mod report;
 pub mod rewrites;
+pub mod routes;
 pub mod runner;

@@ -66,6 +66,9 @@ pub struct Report {
     pub by_subtype: Vec<GroupRow>,
     /// Flag rates by language at the operating threshold.
     pub by_lang: Vec<GroupRow>,
+    /// ROC AUC per language with both classes, and over the pooled non-English rows.
+    #[serde(default)]
+    pub by_lang_auc: Vec<metrics::LangSeparation>,
     /// Per-record latency percentiles in milliseconds, e.g. `("p50", 3.2)`.
     pub latency_ms: Vec<(String, f64)>,
     /// Records per second over the whole run, when the wall time is known.
@@ -129,6 +132,7 @@ impl Report {
             by_attack_source: metrics::per_attack_source(scored),
             by_subtype: metrics::per_subtype(scored, threshold),
             by_lang: metrics::per_lang(scored, threshold),
+            by_lang_auc: metrics::per_lang_auc(scored),
             latency_ms,
             throughput,
             roc: metrics::roc_curve(scored),
@@ -398,6 +402,26 @@ impl Report {
                 rows,
             ));
         }
+        if !self.by_lang_auc.is_empty() {
+            let rows = self
+                .by_lang_auc
+                .iter()
+                .map(|r| {
+                    let auc = r.auc.map_or("n/a".to_string(), |a| format!("{a:.4}"));
+                    vec![
+                        r.lang.clone(),
+                        r.n_attack.to_string(),
+                        r.n_benign.to_string(),
+                        auc,
+                    ]
+                })
+                .collect();
+            tables.push(Table::new(
+                "ROC AUC by language",
+                &["language", "attacks", "benign", "ROC AUC"],
+                rows,
+            ));
+        }
         if !self.by_attack_source.is_empty() {
             let rows = self
                 .by_attack_source
@@ -507,6 +531,8 @@ mod tests {
         assert!(md.contains("| indirect:email | attack | 10 |"), "{md}");
         assert!(md.contains("![ROC](roc.svg)"));
         assert!(md.contains("## By language"));
+        assert!(md.contains("## ROC AUC by language"), "{md}");
+        assert!(md.contains(&format!("| en | 10 | 10 | {auc:.4} |")), "{md}");
         assert!(md.contains("| p50 |"));
         assert_eq!(r.throughput, Some(10.0));
         assert_eq!(r.recall_at.len(), 3);

@@ -32,6 +32,9 @@ pub struct EvalRun {
     pub without_lm: Vec<Scored>,
     /// Latencies of the same sample with the LM-surprise signal skipped (empty when off).
     pub single_latencies_no_lm_ms: Vec<f64>,
+    /// The model that read each record, in `scored` order, when the detector routes by
+    /// language (empty otherwise).
+    pub read_by: Vec<String>,
 }
 
 /// Refuses `data` when its sha256 is among the files the model manifest says it trained on.
@@ -59,6 +62,31 @@ pub fn refuse_training_data(detector: &Detector, data: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The languages the model held out of training as its validation split
+/// (`tremble train --holdout-langs`, recorded in its manifest).
+///
+/// # Errors
+/// [`Error::Config`] when the model records none.
+pub fn held_out_langs(detector: &Detector) -> Result<Vec<String>> {
+    let m = detector.manifest();
+    let langs: Vec<String> = m
+        .info
+        .as_ref()
+        .and_then(|i| i["sample"]["holdout_langs"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l.as_str().map(String::from))
+        .collect();
+    if langs.is_empty() || detector.routes() {
+        return Err(Error::Config(format!(
+            "model {} holds out no languages (train with --holdout-langs; a routing model \
+             is evaluated on its routes' held-out split with --model <that model>)",
+            m.name
+        )));
+    }
+    Ok(langs)
+}
+
 /// Scores `examples` in chunks of `chunk` records, then times `latency_sample` single calls.
 ///
 /// # Errors
@@ -75,6 +103,7 @@ pub fn score_examples(
     let mut base = Vec::with_capacity(examples.len());
     let mut checked = 0;
     let mut without_lm = Vec::new();
+    let mut read_by = Vec::new();
     for part in examples.chunks(chunk.max(1)) {
         let texts: Vec<&str> = part.iter().map(|e| e.text.as_str()).collect();
         for (e, v) in part.iter().zip(detector.score_batch(&texts)?) {
@@ -87,6 +116,9 @@ pub fn score_examples(
                 lang: e.lang.clone(),
             };
             checked += usize::from(v.signals.sensitivity.is_some());
+            if let Some(m) = &v.signals.classifier.model {
+                read_by.push(m.clone());
+            }
             if let Some(lm) = &v.signals.lm_surprise {
                 without_lm.push(Scored {
                     score: lm.base_score,
@@ -134,6 +166,7 @@ pub fn score_examples(
         single_latencies_ms,
         without_lm,
         single_latencies_no_lm_ms,
+        read_by,
     })
 }
 

@@ -74,6 +74,48 @@ pub fn in_calibration(group_key: &str, seed: u64, fraction: f64) -> bool {
     u < fraction
 }
 
+/// A row's group key with the segments naming its own language removed, so that the
+/// translations of one template (`test-04-ga_sysmsg-01-ga`, `test-04-zu_sysmsg-01-zu`) share it.
+pub fn template_key(e: &Example) -> String {
+    let key = e.group_key();
+    if e.lang.is_empty() {
+        return key;
+    }
+    key.split(|c: char| !c.is_alphanumeric())
+        .filter(|seg| !seg.is_empty() && !seg.eq_ignore_ascii_case(&e.lang))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Which rows a held-out-language validation split takes away from training and calibration:
+/// every row in one of `langs`, and every row sharing a template (group, translations included)
+/// with such a row, so that neither a language nor a translated twin of a validation row is
+/// trained on. Empty `langs`: nothing.
+pub fn held_out(examples: &[Example], langs: &[String]) -> Vec<bool> {
+    let in_langs = |e: &Example| langs.iter().any(|l| l.eq_ignore_ascii_case(&e.lang));
+    let templates: std::collections::HashSet<String> = examples
+        .iter()
+        .filter(|e| in_langs(e))
+        .map(template_key)
+        .collect();
+    examples
+        .iter()
+        .map(|e| in_langs(e) || templates.contains(&template_key(e)))
+        .collect()
+}
+
+/// `examples` without the rows [`held_out`] takes for `langs`, in order, and how many it took.
+pub fn drop_held_out(examples: Vec<Example>, langs: &[String]) -> (Vec<Example>, usize) {
+    let held = held_out(&examples, langs);
+    let n = held.iter().filter(|&&h| h).count();
+    let kept = examples
+        .into_iter()
+        .zip(held)
+        .filter_map(|(e, h)| (!h).then_some(e))
+        .collect();
+    (kept, n)
+}
+
 /// Caps for [`sample`].
 #[derive(Debug, Clone, Copy)]
 pub struct SampleCaps {
@@ -199,6 +241,26 @@ mod tests {
             "{w:?}"
         );
         assert!(w[3] > w[1], "the smaller source weighs more per row: {w:?}");
+    }
+
+    #[test]
+    fn held_out_languages_take_their_rows_and_translated_twins() {
+        let mut rows = vec![
+            ex("injection", "spikee", "test-04-ga_sysmsg-01-ga"),
+            ex("injection", "spikee", "test-04-zu_sysmsg-01-zu"),
+            ex("injection", "spikee", "test-04-ga_other-01-ga"),
+            ex("benign", "xquad", "xquad:35_1"),
+            ex("benign", "xquad", "xquad:35_1"),
+            ex("benign", "xquad", "xquad:36_1"),
+        ];
+        for (r, lang) in rows.iter_mut().zip(["ga", "zu", "ga", "ar", "en", "en"]) {
+            r.lang = lang.into();
+        }
+        let out = held_out(&rows, &["ZU".into(), "ar".into()]);
+        assert_eq!(out, [true, true, false, true, true, false]);
+        assert!(held_out(&rows, &[]).iter().all(|&h| !h));
+        assert_eq!(template_key(&rows[0]), template_key(&rows[1]));
+        assert_ne!(template_key(&rows[0]), template_key(&rows[2]));
     }
 
     #[test]

@@ -23,7 +23,9 @@ use crate::models::bert::{BertConfig, BertModel};
 use crate::tokenize::WindowSpec;
 use crate::weights::sha256_file;
 use augment::{splice_injections, SpliceConfig};
-use data::{in_calibration, read_examples, row_weights, sample, Example, SampleCaps};
+use data::{
+    drop_held_out, in_calibration, read_examples, row_weights, sample, Example, SampleCaps,
+};
 use features::{FeatureJob, WindowFeatures};
 use trainer::{RowLabel, StepReport, TrainConfig, TrainModel};
 
@@ -57,6 +59,9 @@ pub struct TrainJob {
     /// scoring); `None`: the base form's own ([`BaseFormat::default_input_prefix`]:
     /// `query: ` for an e5 base, none for a BERT).
     pub input_prefix: Option<String>,
+    /// Languages held out for validation: their rows and every row sharing a template with
+    /// them are neither trained on nor calibrated on ([`data::held_out`]).
+    pub holdout_langs: Vec<String>,
 }
 
 /// Progress of a run, for a progress bar.
@@ -74,6 +79,8 @@ pub struct TrainSummary {
     /// Of `train_rows`, how many were made by splicing payloads into benign documents.
     pub spliced_rows: usize,
     pub calibration_rows: usize,
+    /// Rows set aside by `holdout_langs` (their languages and translated twins).
+    pub held_out_rows: usize,
     pub windows: usize,
     pub steps: usize,
     pub calibration: Calibration,
@@ -103,6 +110,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
             bad.label
         )));
     }
+    let (mut examples, held_out_rows) = drop_held_out(examples, &job.holdout_langs);
     let (cal_idx, train_idx) = split_indices(&examples, cfg.seed, job.calibration_fraction);
     let mut train_rows = sample(&examples, &train_idx, job.caps, cfg.seed);
     let mut cal_rows = calibration_sample(&examples, &cal_idx, job.caps, cfg.seed);
@@ -236,6 +244,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         train_rows: train_rows.len(),
         spliced_rows,
         calibration_rows: cal_rows.len(),
+        held_out_rows,
         windows: feats.len(),
         steps,
         calibration,
@@ -349,6 +358,7 @@ fn export(
         window: job.window,
         calibration: s.calibration,
         thresholds: s.thresholds,
+        route: None,
         info: Some(serde_json::json!({
             "trained_on": data_pins,
             "train": job.config,
@@ -357,7 +367,7 @@ fn export(
                        "max_windows_per_row": job.max_windows_per_row,
                        "max_windows_per_attack_row": job.max_windows_per_attack_row,
                        "splice": job.splice, "calibration_fraction": job.calibration_fraction,
-                       "limit_rows": job.limit_rows},
+                       "limit_rows": job.limit_rows, "holdout_langs": job.holdout_langs},
             "summary": s,
         })),
     };

@@ -11,5 +11,6 @@ mod lm;
 mod normalize;
 mod parity;
 mod perturb;
+mod route;
 mod sensitivity;
 mod train;

@@ -68,6 +68,7 @@ fn job(
         splice: SpliceConfig::default(),
         calibration_fraction: 0.25,
         limit_rows: None,
+        holdout_langs: Vec::new(),
         input_prefix: None,
     }
 }
@@ -452,4 +453,93 @@ fn real_training_on_a_2000_row_sample() {
         ])
         .unwrap();
     assert!(v[0].score > v[1].score, "{v:?}");
+}
+
+#[test]
+fn held_out_languages_are_not_trained_on_and_eval_scores_only_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tremble::testing::write_tiny_base(&base).unwrap();
+    let data = synthetic(tmp.path());
+    let mut lines = std::fs::read_to_string(&data).unwrap();
+    // 20 rows in "xx" and their translated twins in "yy" (same template, own language tag).
+    for k in 0..20 {
+        let (text, label) = match k % 2 {
+            0 => (ATTACKS[k % 4], "injection"),
+            _ => (BENIGN[k % 4], "benign"),
+        };
+        for lang in ["xx", "yy"] {
+            let row = serde_json::json!({"text": format!("{text} {lang}"), "label": label,
+                "source": "s9", "lang": lang, "group": format!("t{k}-{lang}")});
+            lines.push_str(&format!("\n{row}"));
+        }
+    }
+    std::fs::write(&data, lines).unwrap();
+    let cfg = TrainConfig {
+        epochs: 2.0,
+        batch_rows: 16,
+        checkpoint_every: 50,
+        ..TrainConfig::default()
+    };
+    let out = tmp.path().join("model");
+    let window = WindowSpec {
+        max_tokens: 16,
+        overlap: 4,
+    };
+    let mut j = job(
+        data.clone(),
+        base,
+        out.clone(),
+        tmp.path().join("cache"),
+        cfg,
+        window,
+    );
+    j.holdout_langs = vec!["xx".into()];
+    let summary = run(&j, &mut |_| {}).unwrap();
+    assert_eq!(summary.held_out_rows, 40, "the xx rows and their yy twins");
+
+    let eval = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tremble"))
+            .env_remove("TREMBLE_MODEL_DIR")
+            .args([
+                "eval",
+                "--attack",
+                "0",
+                "--rewrites",
+                "0",
+                "--latency-sample",
+                "0",
+            ])
+            .arg("--model")
+            .arg(&out)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(tmp.path().join("report"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = eval(&[]);
+    assert!(!refused.status.success(), "training data without --holdout");
+    let done = eval(&["--holdout"]);
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("report/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["n_attack"].as_u64().unwrap() + report["n_benign"].as_u64().unwrap(),
+        20
+    );
+    assert!(report["by_lang"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["key"] == "xx"));
+    assert!(report["data"]
+        .as_str()
+        .unwrap()
+        .contains("held-out languages xx"));
 }

@@ -87,6 +87,10 @@ pub struct ModelArgs {
     /// LM directory, overriding the one the model's rule names.
     #[arg(long, value_name = "DIR")]
     pub lm_dir: Option<PathBuf>,
+    /// Score every input with the English model, also text in other languages (by default
+    /// such text goes to the multilingual model the model's manifest names, if any).
+    #[arg(long)]
+    pub no_route: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use tremble::eval::lm::LmComparison;
 use tremble::eval::report::Report;
 use tremble::eval::rewrites::{RewrittenComparison, REWRITE_RATE};
 use tremble::eval::runner::{
-    attack_sample, refuse_training_data, rewrite_sample, score_examples, utc_date,
+    attack_sample, held_out_langs, refuse_training_data, rewrite_sample, score_examples, utc_date,
 };
 use tremble::signals::sensitivity::PerturbPolicy;
 use tremble::train::data::read_examples;
@@ -47,15 +47,31 @@ pub struct EvalArgs {
     /// Dev attacks rewritten by each adversarial evasion rewrite (with the check on; 0 skips).
     #[arg(long, default_value_t = 200)]
     pub rewrites: usize,
+    /// Evaluate on the validation split the model held out of training (`tremble train
+    /// --holdout-langs`): only the records in its held-out languages, which may then come
+    /// from its training file (their rows and translated twins were never trained on).
+    #[arg(long, conflicts_with = "langs")]
+    pub holdout: bool,
+    /// Evaluate only the records of these languages (the data's `lang` codes, comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "LANGS")]
+    pub langs: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
 pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     let detector = load_detector(&a.model)?;
-    refuse_training_data(&detector, &a.data)?;
+    let langs = if a.holdout {
+        held_out_langs(&detector)?
+    } else {
+        refuse_training_data(&detector, &a.data)?;
+        a.langs.clone()
+    };
     let mut examples =
         read_examples(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
+    if !langs.is_empty() {
+        examples.retain(|e| langs.contains(&e.lang));
+    }
     if let Some(n) = a.limit {
         examples.truncate(n);
     }
@@ -89,13 +105,23 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     let model = detector.manifest().name.clone();
-    let stem = data_stem(&a.data);
+    let mut stem = data_stem(&a.data);
+    if a.holdout {
+        stem.push_str("-holdout");
+    } else if !langs.is_empty() {
+        stem.push_str(&format!("-{}", langs.join("-")));
+    }
     let out = a.out.clone().unwrap_or_else(|| report_dir(&model, &stem));
-    let data_name = match (a.limit, a.sample) {
+    let mut data_name = match (a.limit, a.sample) {
         (Some(n), _) => format!("{} (first {n} records)", a.data.display()),
         (_, Some(n)) => format!("{} (seeded sample of {n} records)", a.data.display()),
         _ => a.data.display().to_string(),
     };
+    if a.holdout {
+        data_name.push_str(&format!(", held-out languages {} only", langs.join(", ")));
+    } else if !langs.is_empty() {
+        data_name.push_str(&format!(", languages {} only", langs.join(", ")));
+    }
     let mut report = Report::build(
         &format!("tremble eval — {model} on {stem}"),
         &model,
@@ -131,6 +157,9 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     });
     if let Some(c) = &comparison {
         report.extra_sections.push(c.section());
+    }
+    if let Some(s) = tremble::eval::routes::section(&run.scored, &run.read_by) {
+        report.extra_sections.push(s);
     }
     let attack = if comparison.is_some() && a.attack > 0 {
         let bar = crate::score::progress_bar(false);

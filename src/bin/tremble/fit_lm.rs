@@ -75,7 +75,7 @@ pub struct FitLmArgs {
     pub model: ModelArgs,
 }
 
-pub fn run(a: FitLmArgs) -> Result<ExitCode> {
+pub fn run(mut a: FitLmArgs) -> Result<ExitCode> {
     if !(a.fpr > 0.0 && a.fpr < 1.0)
         || a.max_tokens == 0
         || a.benign == 0
@@ -87,6 +87,8 @@ pub fn run(a: FitLmArgs) -> Result<ExitCode> {
         );
     }
     let model_dir = crate::score::model_dir(&a.model)?;
+    // Only the device and the manifest are needed here: no routed model.
+    a.model.no_route = true;
     let detector = load_detector(&a.model)?;
     let (lm_dir, files, name) = lm_files(&a.lm_manifest)?;
     let lm = LmSurprise::load(&lm_dir, &files, a.max_tokens, detector.device())

@@ -17,7 +17,7 @@ use tremble::manifest::DetectorManifest;
 use tremble::rng::Rng;
 use tremble::signals::sensitivity::fusion_inputs;
 use tremble::signals::sensitivity::PerturbPolicy;
-use tremble::train::data::{read_examples, Example, SampleCaps};
+use tremble::train::data::{drop_held_out, read_examples, Example, SampleCaps};
 use tremble::train::fusion::{fit, FusionRow};
 use tremble::train::{calibration_sample, split_indices};
 use tremble::weights::sha256_file;
@@ -57,8 +57,11 @@ pub struct FuseArgs {
     pub model: ModelArgs,
 }
 
-pub fn run(a: FuseArgs) -> Result<ExitCode> {
+pub fn run(mut a: FuseArgs) -> Result<ExitCode> {
     let dir = crate::score::model_dir(&a.model)?;
+    // The fusion belongs to this model's scores on its own calibration split; a routed model
+    // has another split and was maybe trained on these rows.
+    a.model.no_route = true;
     let detector = load_detector(&a.model)?;
     let settings = detector.perturb_settings();
     if settings.policy == tremble::signals::sensitivity::PerturbPolicy::Never {
@@ -191,6 +194,16 @@ pub fn calibration_split(detector: &Detector, data: &Path) -> Result<Calibration
     };
     let examples =
         read_examples(data).with_context(|| format!("cannot read {}", data.display()))?;
+    // The rows training held out for validation were not in its calibration split either.
+    let holdout: Vec<String> = info["sample"]["holdout_langs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (examples, _) = drop_held_out(examples, &holdout);
     let (cal_idx, _) = split_indices(&examples, seed, fraction);
     let rows = calibration_sample(&examples, &cal_idx, caps, seed);
     Ok(CalibrationSplit {

@@ -38,7 +38,8 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
         .perturb(m.perturb.parse()?)
         .perturb_copies(m.perturb_copies)
         .perturb_rate(m.perturb_rate)
-        .lm(m.lm);
+        .lm(m.lm)
+        .route(!m.no_route);
     if let Some(dir) = &m.lm_dir {
         b = b.lm_dir(dir);
     }

@@ -98,6 +98,11 @@ pub struct TrainArgs {
     /// Use at most this many training rows (quick runs).
     #[arg(long)]
     pub limit_rows: Option<usize>,
+    /// Languages (the data's `lang` codes, comma-separated) held out as a validation split:
+    /// their rows, and every row sharing a template with them (translations included), are
+    /// neither trained nor calibrated on; evaluate on them with `tremble eval --langs`.
+    #[arg(long, value_delimiter = ',', value_name = "LANGS")]
+    pub holdout_langs: Vec<String>,
 }
 
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
@@ -156,11 +161,19 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         calibration_fraction: a.calibration_fraction,
         limit_rows: a.limit_rows,
         input_prefix: a.input_prefix.clone(),
+        holdout_langs: a.holdout_langs.clone(),
     };
     let mut display = Display::new();
     let summary =
         tremble::train::run(&job, &mut |p| display.update(p)).context("training failed")?;
     display.bar.finish_and_clear();
+    if summary.held_out_rows > 0 {
+        eprintln!(
+            "held out for validation: {} rows ({})",
+            summary.held_out_rows,
+            a.holdout_langs.join(", ")
+        );
+    }
     eprintln!(
         "trained {} steps on {} rows ({} spliced; {} windows); calibration split: {} rows, ROC AUC {}",
         summary.steps,
