@@ -323,7 +323,13 @@ impl Report {
         for (label, value) in lines {
             let _ = writeln!(out, "  {label:<16} {value}");
         }
-        if let Some(t) = self.tables().iter().find(|t| t.heading == "By source") {
+        // Per language only when there is more than English to show.
+        let several_langs = self.by_lang.iter().any(|r| r.key != self.by_lang[0].key);
+        for t in self.tables().iter().filter(|t| {
+            t.heading == "By source"
+                || (several_langs
+                    && matches!(t.heading.as_str(), "By language" | "ROC AUC by language"))
+        }) {
             if !t.rows.is_empty() {
                 out.push_str(&text_table(&t.header, &t.rows));
             }
@@ -575,6 +581,17 @@ mod tests {
         assert!(text.contains("ROC AUC"));
         assert!(text.contains("recall@1.0%FPR"));
         assert!(text.contains("a<b&c"));
+        assert!(
+            !text.contains("language"),
+            "English only: no language table\n{text}"
+        );
+        let mut s = synthetic();
+        for row in s.iter_mut().take(6) {
+            row.lang = "hi".into();
+        }
+        let text = report(&s).summary_text();
+        assert!(text.contains("language") && text.contains("hi"), "{text}");
+        assert!(text.contains("non-English"), "{text}");
     }
 
     #[test]
