@@ -346,8 +346,9 @@ impl DetectorBuilder {
         dir: &Path,
         thresholds: Thresholds,
     ) -> Result<Detector> {
+        let dir = model_dir.join(dir);
         let mut sub = self.clone();
-        sub.model_dir = Some(model_dir.join(dir));
+        sub.model_dir = Some(dir.clone());
         sub.base_dir = None;
         sub.lm = false;
         sub.route = false;
@@ -356,12 +357,12 @@ impl DetectorBuilder {
                 "the multilingual model this model routes to ({}) cannot be loaded: {e} \
                  (scripts/setup.sh fetches its base; --no-route, or `route(false)`, scores \
                  every input with the English model)",
-                model_dir.join(dir).display()
+                dir.display()
             ))
         })?;
         let map = ScoreMap::new(d.manifest.thresholds, thresholds).map_err(|e| {
             Error::model_file(
-                model_dir.join(dir).join(crate::manifest::MANIFEST_FILE),
+                dir.join(crate::manifest::MANIFEST_FILE),
                 format!("cannot be routed to: {e}"),
             )
         })?;

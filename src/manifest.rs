@@ -163,6 +163,18 @@ impl Default for Thresholds {
 }
 
 impl DetectorManifest {
+    /// The languages `tremble train --holdout-langs` held out of this model's training and
+    /// calibration (recorded under `info.sample`); empty when none.
+    pub fn holdout_langs(&self) -> Vec<String> {
+        self.info
+            .as_ref()
+            .and_then(|i| i["sample"]["holdout_langs"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect()
+    }
+
     /// Reads `dir/tremble.json`.
     ///
     /// # Errors

@@ -69,14 +69,7 @@ pub fn refuse_training_data(detector: &Detector, data: &Path) -> Result<()> {
 /// [`Error::Config`] when the model records none.
 pub fn held_out_langs(detector: &Detector) -> Result<Vec<String>> {
     let m = detector.manifest();
-    let langs: Vec<String> = m
-        .info
-        .as_ref()
-        .and_then(|i| i["sample"]["holdout_langs"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| l.as_str().map(String::from))
-        .collect();
+    let langs = m.holdout_langs();
     if langs.is_empty() || detector.routes() {
         return Err(Error::Config(format!(
             "model {} holds out no languages (train with --holdout-langs; a routing model \

@@ -87,20 +87,25 @@ pub fn template_key(e: &Example) -> String {
         .join("-")
 }
 
+/// Whether `lang` is one of `langs` (codes compared without regard to ASCII case).
+pub fn in_langs(lang: &str, langs: &[String]) -> bool {
+    langs.iter().any(|l| l.eq_ignore_ascii_case(lang))
+}
+
 /// Which rows a held-out-language validation split takes away from training and calibration:
 /// every row in one of `langs`, and every row sharing a template (group, translations included)
 /// with such a row, so that neither a language nor a translated twin of a validation row is
 /// trained on. Empty `langs`: nothing.
 pub fn held_out(examples: &[Example], langs: &[String]) -> Vec<bool> {
-    let in_langs = |e: &Example| langs.iter().any(|l| l.eq_ignore_ascii_case(&e.lang));
+    let held_lang = |e: &Example| in_langs(&e.lang, langs);
     let templates: std::collections::HashSet<String> = examples
         .iter()
-        .filter(|e| in_langs(e))
+        .filter(|e| held_lang(e))
         .map(template_key)
         .collect();
     examples
         .iter()
-        .map(|e| in_langs(e) || templates.contains(&template_key(e)))
+        .map(|e| held_lang(e) || templates.contains(&template_key(e)))
         .collect()
 }
 

@@ -15,7 +15,7 @@ use tremble::eval::runner::{
     attack_sample, held_out_langs, refuse_training_data, rewrite_sample, score_examples, utc_date,
 };
 use tremble::signals::sensitivity::PerturbPolicy;
-use tremble::train::data::read_examples;
+use tremble::train::data::{in_langs, read_examples};
 
 use crate::args::ModelArgs;
 use crate::score::load_detector;
@@ -70,7 +70,8 @@ pub fn run(a: EvalArgs, command_line: String) -> Result<ExitCode> {
     let mut examples =
         read_examples(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
     if !langs.is_empty() {
-        examples.retain(|e| langs.contains(&e.lang));
+        // The same test training used to hold them out.
+        examples.retain(|e| in_langs(&e.lang, &langs));
     }
     if let Some(n) = a.limit {
         examples.truncate(n);

@@ -195,15 +195,7 @@ pub fn calibration_split(detector: &Detector, data: &Path) -> Result<Calibration
     let examples =
         read_examples(data).with_context(|| format!("cannot read {}", data.display()))?;
     // The rows training held out for validation were not in its calibration split either.
-    let holdout: Vec<String> = info["sample"]["holdout_langs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|l| l.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (examples, _) = drop_held_out(examples, &holdout);
+    let (examples, _) = drop_held_out(examples, &detector.manifest().holdout_langs());
     let (cal_idx, _) = split_indices(&examples, seed, fraction);
     let rows = calibration_sample(&examples, &cal_idx, caps, seed);
     Ok(CalibrationSplit {

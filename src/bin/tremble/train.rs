@@ -100,7 +100,7 @@ pub struct TrainArgs {
     pub limit_rows: Option<usize>,
     /// Languages (the data's `lang` codes, comma-separated) held out as a validation split:
     /// their rows, and every row sharing a template with them (translations included), are
-    /// neither trained nor calibrated on; evaluate on them with `tremble eval --langs`.
+    /// neither trained nor calibrated on; evaluate on them with `tremble eval --holdout`.
     #[arg(long, value_delimiter = ',', value_name = "LANGS")]
     pub holdout_langs: Vec<String>,
 }
