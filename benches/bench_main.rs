@@ -5,6 +5,7 @@ mod benchmarks;
 
 criterion::criterion_main!(
     benchmarks::model::benches,
+    benchmarks::detector::benches,
     benchmarks::normalize::benches,
     benchmarks::lm::benches,
     benchmarks::route::benches

@@ -21,6 +21,7 @@
 //! # Ok::<(), tremble::Error>(())
 //! ```
 
+pub mod alloc;
 pub mod detector;
 pub mod device;
 pub mod error;

@@ -1,3 +1,4 @@
+pub mod detector;
 pub mod lm;
 pub mod model;
 pub mod normalize;

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use tremble::models::bert::{BertConfig, BertModel, EncoderOps};
+use tremble::models::bert::{BertConfig, BertModel, EncoderOps, Precision};
 
 fn load() -> Option<BertModel> {
+    tremble::alloc::keep_freed_buffers();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").is_file() {
         eprintln!("skipping encoder benches: run scripts/setup.sh to fetch the base encoder");
@@ -39,17 +40,24 @@ fn forward(model: &BertModel, ids: &Tensor, mask: &Tensor, iters: u64) -> Durati
 
 fn encoder(c: &mut Criterion) {
     let Some(model) = load() else { return };
+    let bf16 = match tremble::ops::bf16_supported() {
+        true => load().and_then(|m| m.with_precision(Precision::Bf16).ok()),
+        false => None,
+    };
     let mut g = c.benchmark_group("cpu_encoder_forward");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    for &(b, t) in &[(1usize, 32usize), (1, 128), (8, 128), (32, 128)] {
+    for &(b, t) in &[(1usize, 32usize), (1, 128), (8, 128), (32, 128), (32, 512)] {
         let ids = ids(b, t);
         let mask = ids.ones_like().unwrap();
         g.throughput(Throughput::Elements((b * t) as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("{b}x{t}")),
-            &(),
-            |bench, _| bench.iter_custom(|iters| forward(&model, &ids, &mask, iters)),
-        );
+        let models = [("f32", Some(&model)), ("bf16", bf16.as_ref())];
+        for (name, m) in models.into_iter().filter_map(|(n, m)| Some((n, m?))) {
+            g.bench_with_input(
+                BenchmarkId::new(name, format!("{b}x{t}")),
+                &(),
+                |bench, _| bench.iter_custom(|iters| forward(m, &ids, &mask, iters)),
+            );
+        }
     }
     g.finish();
 }

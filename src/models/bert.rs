@@ -48,7 +48,9 @@ impl BertConfig {
     /// # Errors
     /// When the head count does not divide the hidden size or the activation is unsupported.
     pub fn validate(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             candle_core::bail!(
                 "bert config: hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
@@ -106,6 +108,39 @@ pub enum EncoderOps {
     Candle,
     /// The fused ops' `*_reference` twins, made of plain candle ops: slower, differentiable.
     Reference,
+}
+
+/// Arithmetic of the encoder's matmuls on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout ([`ops::packed_linear`] on CPUs with AVX-512F, else candle's matmul).
+    #[default]
+    F32,
+    /// The dense layers' products in bf16 with f32 sums ([`ops::packed_linear`]), about twice
+    /// the multiply rate on CPUs with AVX512-BF16; attention, norms and activations stay f32.
+    /// Only with [`EncoderOps::Fused`] on the CPU.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("precision {s:?}: expected f32 or bf16")),
+        }
+    }
+}
+
+/// A layer's dense weights packed for [`ops::packed_linear`].
+struct PackedLayer {
+    qkv: ops::PackedWeights,
+    attention_output: ops::PackedWeights,
+    /// Without its bias when the fused bias + GELU adds it.
+    intermediate: ops::PackedWeights,
+    output: ops::PackedWeights,
 }
 
 /// A `[B, T]` attention mask (1 = token, 0 = padding) in the forms the implementations use.
@@ -195,6 +230,10 @@ struct Attention {
     norm: LayerNorm,
     heads: usize,
     head_dim: usize,
+    /// Q, K and V as one `[3H, H]` projection, for [`ops::self_attention`] on the CPU. A copy
+    /// made at load, like the packed weights: layers under training run on
+    /// [`EncoderOps::Reference`], which reads the separate projections.
+    qkv: Linear,
 }
 
 impl Attention {
@@ -202,14 +241,21 @@ impl Attention {
         let h = c.hidden_size;
         let sv = vb.pp("self");
         let ov = vb.pp("output");
+        let (query, key, value) = (
+            linear(h, h, sv.pp("query"))?,
+            linear(h, h, sv.pp("key"))?,
+            linear(h, h, sv.pp("value"))?,
+        );
+        let qkv = fuse_linear(&[&query, &key, &value])?;
         Ok(Self {
-            query: linear(h, h, sv.pp("query"))?,
-            key: linear(h, h, sv.pp("key"))?,
-            value: linear(h, h, sv.pp("value"))?,
+            query,
+            key,
+            value,
             output: linear(h, h, ov.pp("dense"))?,
             norm: layer_norm(h, c.layer_norm_eps, ov.pp("LayerNorm"))?,
             heads: c.num_attention_heads,
             head_dim: c.head_dim(),
+            qkv,
         })
     }
 
@@ -223,6 +269,10 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, mask: &AttentionMask, ops: EncoderOps) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
+        if ops == EncoderOps::Fused && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let ctx = ops::self_attention(&self.qkv.forward(x)?, &mask.mask, self.heads)?;
+            return layer_norm_op(&self.norm, &self.output.forward(&ctx)?, Some(x), ops);
+        }
         let q = self.split_heads(&self.query.forward(x)?)?;
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
@@ -242,6 +292,19 @@ impl Attention {
     }
 }
 
+/// One projection computing the outputs of `parts` side by side (weights stacked by rows).
+fn fuse_linear(parts: &[&Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
+    let biases = parts
+        .iter()
+        .map(|l| l.bias())
+        .collect::<Option<Vec<&Tensor>>>();
+    Ok(Linear::new(
+        Tensor::cat(&weights, 0)?,
+        biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+    ))
+}
+
 /// One encoder layer (attention + feed-forward, post-LayerNorm); public so that training can
 /// run and fine-tune the top layers over cached activations of the frozen lower ones.
 pub struct BertLayer {
@@ -251,6 +314,7 @@ pub struct BertLayer {
     norm: LayerNorm,
     relu: bool,
     ops: EncoderOps,
+    packed: Option<PackedLayer>,
 }
 
 impl BertLayer {
@@ -278,12 +342,52 @@ impl BertLayer {
             )?,
             relu: c.hidden_act == "relu",
             ops: EncoderOps::default(),
+            packed: None,
         })
+    }
+
+    /// Packs the dense weights for [`ops::packed_linear`] in `precision`.
+    fn packed(mut self, precision: Precision) -> Result<Self> {
+        let pack = |w: &Tensor, b: Option<&Tensor>| match precision {
+            Precision::F32 => ops::PackedWeights::f32(w, b),
+            Precision::Bf16 => ops::PackedWeights::bf16(w, b),
+        };
+        let linear = |l: &Linear| pack(l.weight(), l.bias());
+        let bias_in_gelu = !self.relu && self.intermediate.bias().is_some();
+        self.packed = Some(PackedLayer {
+            qkv: linear(&self.attention.qkv)?,
+            attention_output: linear(&self.attention.output)?,
+            intermediate: match bias_in_gelu {
+                true => pack(self.intermediate.weight(), None)?,
+                false => linear(&self.intermediate)?,
+            },
+            output: linear(&self.output)?,
+        });
+        Ok(self)
+    }
+
+    /// The layer with its four dense steps on [`ops::packed_linear`].
+    fn forward_packed(&self, x: &Tensor, mask: &AttentionMask, p: &PackedLayer) -> Result<Tensor> {
+        let att = &self.attention;
+        let ctx = ops::self_attention(&ops::packed_linear(x, &p.qkv)?, &mask.mask, att.heads)?;
+        let out = ops::packed_linear(&ctx, &p.attention_output)?;
+        let a = layer_norm_op(&att.norm, &out, Some(x), self.ops)?;
+        let pre = ops::packed_linear(&a, &p.intermediate)?;
+        let i = match (self.relu, self.intermediate.bias()) {
+            (true, _) => pre.relu()?,
+            (false, Some(bias)) => ops::bias_gelu(&pre, bias)?,
+            (false, None) => pre.gelu_erf()?,
+        };
+        let out = ops::packed_linear(&i, &p.output)?;
+        layer_norm_op(&self.norm, &out, Some(&a), self.ops)
     }
 
     /// The same layer running on `ops` (training needs [`EncoderOps::Reference`]).
     pub fn with_ops(mut self, ops: EncoderOps) -> Self {
         self.ops = ops;
+        if ops != EncoderOps::Fused {
+            self.packed = None; // packed weights run on the fused ops only
+        }
         self
     }
 
@@ -292,6 +396,9 @@ impl BertLayer {
     /// # Errors
     /// On shape mismatch.
     pub fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<Tensor> {
+        if let Some(p) = &self.packed {
+            return self.forward_packed(x, mask, p);
+        }
         let a = self.attention.forward(x, mask, self.ops)?;
         let i = match (self.relu, self.intermediate.bias()) {
             (true, _) => self.intermediate.forward(&a)?.relu()?,
@@ -349,6 +456,40 @@ impl BertModel {
         self.ops = ops;
         self.layers = self.layers.into_iter().map(|l| l.with_ops(ops)).collect();
         self
+    }
+
+    /// The same model with its dense layers on [`ops::packed_linear`] in `precision`:
+    /// weights packed once, bias in the product. f32 packs only where it can run (the fused
+    /// ops, f32 on a CPU with AVX-512F) and otherwise keeps candle's matmuls; a model only
+    /// loaded keeps candle's matmuls too.
+    ///
+    /// # Errors
+    /// For [`Precision::Bf16`] unless the model runs [`EncoderOps::Fused`] on the CPU in f32
+    /// and the CPU has AVX512-BF16 (see [`ops::bf16_supported`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        let w = self.embeddings.word.embeddings();
+        let runs = self.ops == EncoderOps::Fused && w.device().is_cpu() && w.dtype() == DType::F32;
+        let pack = match precision {
+            Precision::F32 => runs && ops::packed_f32_supported(),
+            Precision::Bf16 if !runs => candle_core::bail!(
+                "bf16 precision needs the fused ops on the CPU in f32 (got {:?} on {:?} in {:?})",
+                self.ops,
+                w.device().location(),
+                w.dtype()
+            ),
+            Precision::Bf16 if !ops::bf16_supported() => {
+                candle_core::bail!("bf16 precision needs a CPU with AVX512-BF16; this one has none")
+            }
+            Precision::Bf16 => true,
+        };
+        if pack {
+            self.layers = self
+                .layers
+                .into_iter()
+                .map(|l| l.packed(precision))
+                .collect::<Result<_>>()?;
+        }
+        Ok(self)
     }
 
     /// The implementation the model runs on.

@@ -57,7 +57,7 @@ impl E5Dtype {
     fn bytes_for(self, len: usize) -> Option<usize> {
         match self {
             Self::F32 => len.checked_mul(4),
-            Self::Q4_0 if len % QK == 0 => (len / QK).checked_mul(Q4_0_BLOCK_BYTES),
+            Self::Q4_0 if len.is_multiple_of(QK) => (len / QK).checked_mul(Q4_0_BLOCK_BYTES),
             Self::Q4_0 => None,
         }
     }

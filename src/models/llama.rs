@@ -43,7 +43,11 @@ impl LlamaConfig {
         let hidden_size = get("llama.embedding_length")?.to_u32()? as usize;
         let heads = get("llama.attention.head_count")?.to_u32()? as usize;
         let kv_heads = get("llama.attention.head_count_kv")?.to_u32()? as usize;
-        if heads == 0 || kv_heads == 0 || hidden_size % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !hidden_size.is_multiple_of(heads)
+            || !heads.is_multiple_of(kv_heads)
+        {
             candle_core::bail!(
                 "gguf: {heads} heads / {kv_heads} kv heads do not divide hidden size {hidden_size}"
             );

@@ -104,7 +104,7 @@ fn decode_one(blob: &str) -> Option<String> {
     if blob.bytes().all(|b| b.is_ascii_lowercase()) {
         return None;
     }
-    if blob.len() % 2 == 0 && blob.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if blob.len().is_multiple_of(2) && blob.bytes().all(|b| b.is_ascii_hexdigit()) {
         return readable(decode_hex(blob)?);
     }
     if trimmed

@@ -164,6 +164,124 @@ fn masked_softmax_matches_reference_with_padding_and_empty_rows() {
 }
 
 #[test]
+fn self_attention_matches_reference_with_padding_holes_and_empty_rows() {
+    for (b, t, heads, d, seed) in [
+        (1, 1, 1, 1, 1),
+        (3, 5, 2, 4, 2),
+        (2, 130, 12, 32, 3),
+        (4, 9, 3, 7, 4),
+    ] {
+        let qkv = randn(&[b, t, 3 * heads * d], 3.0, seed);
+        let m = mask(b, t, b > 1, seed);
+        let fused = self_attention(&qkv, &m, heads).unwrap();
+        let reference = self_attention_reference(&qkv, &m, heads).unwrap();
+        let err = max_err(&fused, &reference);
+        assert!(err <= 1e-5, "{b}x{t}, {heads} heads of {d}: {err}");
+    }
+    // A mask with holes (keys skipped inside the sequence), given as f32.
+    let qkv = randn(&[2, 11, 3 * 2 * 5], 3.0, 9);
+    let holes: Vec<f32> = (0..22).map(|i| f32::from(i % 3 != 1)).collect();
+    let m = Tensor::from_vec(holes, (2, 11), &Device::Cpu).unwrap();
+    let err = max_err(
+        &self_attention(&qkv, &m, 2).unwrap(),
+        &self_attention_reference(&qkv, &m, 2).unwrap(),
+    );
+    assert!(err <= 1e-5, "mask with holes: {err}");
+}
+
+#[test]
+fn self_attention_refuses_what_it_cannot_split_or_run() {
+    let m = Tensor::ones((2, 4), DType::U32, &Device::Cpu).unwrap();
+    let qkv = randn(&[2, 4, 12], 1.0, 1);
+    for (qkv, m, heads, what) in [
+        (qkv.clone(), m.clone(), 3, "does not split"),
+        (
+            qkv.clone(),
+            m.narrow(1, 0, 3).unwrap(),
+            2,
+            "needs a mask [2, 4]",
+        ),
+        (
+            qkv.to_dtype(DType::F16).unwrap(),
+            m.clone(),
+            2,
+            "must be f32",
+        ),
+    ] {
+        let err = self_attention(&qkv, &m, heads).unwrap_err().to_string();
+        assert!(
+            err.contains(what) && err.contains("self_attention"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn packed_f32_linear_matches_candle_on_odd_shapes() {
+    if !packed_f32_supported() {
+        eprintln!("skipping packed f32 test: this CPU lacks AVX-512F");
+        return;
+    }
+    for (rows, n, k, bias, seed) in [
+        (1, 1, 1, true, 1),
+        (13, 33, 7, true, 2),
+        (2, 130, 384, false, 3),
+        (200, 384, 385, true, 4),
+    ] {
+        let x = randn(&[rows, k], 2.0, seed);
+        let w = randn(&[n, k], 0.5, seed + 100);
+        let b = bias.then(|| randn(&[n], 1.0, seed + 200));
+        let fused = packed_linear(&x, &PackedWeights::f32(&w, b.as_ref()).unwrap()).unwrap();
+        let reference = candle_nn::Linear::new(w, b);
+        let reference = candle_core::Module::forward(&reference, &x).unwrap();
+        let err = max_err(&fused, &reference);
+        assert!(err <= 1e-5 * (k as f32).sqrt(), "{rows}x{n}x{k}: {err}");
+    }
+}
+
+#[test]
+fn bf16_linear_matches_its_reference_on_odd_shapes() {
+    if !bf16_supported() {
+        eprintln!("skipping bf16 packed_linear test: this CPU lacks AVX512-BF16");
+        return;
+    }
+    // Rows past one tile and not a multiple of the micro-kernel; columns not a multiple of
+    // 32 (masked stores); odd feature counts (a zero-padded pair); with and without bias.
+    for (rows, n, k, bias, seed) in [
+        (1, 1, 1, true, 1),
+        (13, 33, 7, true, 2),
+        (2, 130, 384, false, 3),
+        (200, 384, 385, true, 4),
+        (97, 48, 64, true, 5),
+    ] {
+        let x = randn(&[rows, k], 2.0, seed);
+        let w = randn(&[n, k], 0.5, seed + 100);
+        let b = bias.then(|| randn(&[n], 1.0, seed + 200));
+        let packed = PackedWeights::bf16(&w, b.as_ref()).unwrap();
+        let fused = packed_linear(&x, &packed).unwrap();
+        let reference = bf16_linear_reference(&x, &w, b.as_ref()).unwrap();
+        // Same bf16 inputs and exact products; only the summation order differs.
+        let err = max_err(&fused, &reference);
+        assert!(err <= 1e-4 * (k as f32).sqrt(), "{rows}x{n}x{k}: {err}");
+    }
+    // Leading dimensions are kept: [b, t, k] -> [b, t, n].
+    let x = randn(&[2, 3, 8], 1.0, 9);
+    let w = randn(&[5, 8], 1.0, 10);
+    let y = packed_linear(&x, &PackedWeights::bf16(&w, None).unwrap()).unwrap();
+    assert_eq!(y.dims(), [2, 3, 5]);
+    let err = packed_linear(
+        &randn(&[2, 7], 1.0, 11),
+        &PackedWeights::bf16(&w, None).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("packed_linear") && err.contains("8 features"),
+        "{err}"
+    );
+}
+
+#[test]
 fn mean_pool_matches_reference() {
     for (b, t, h, seed) in [(1, 1, 1, 1), (3, 7, 5, 2), (4, 129, 384, 3), (2, 3, 17, 4)] {
         for scale in [1.0, 1e4] {

@@ -6,6 +6,7 @@
 //! to [`crate::Error`] happens at the public boundary, not here. Only this module and
 //! `crate::device` know that CUDA exists.
 
+pub mod attention;
 pub mod bias_gelu;
 mod elem;
 #[allow(dead_code)] // used by tests only
@@ -15,13 +16,18 @@ mod encoder_tests;
 pub mod layer_norm;
 pub mod masked_softmax;
 pub mod mean_pool;
+pub mod packed_linear;
 pub mod perturb_tokens;
 pub mod sensitivity;
 
+pub use attention::{self_attention, self_attention_reference};
 pub use bias_gelu::{bias_gelu, bias_gelu_reference};
 pub use layer_norm::{add_layer_norm, add_layer_norm_reference};
 pub use masked_softmax::{masked_softmax, masked_softmax_reference};
 pub use mean_pool::{masked_mean_pool, masked_mean_pool_reference};
+pub use packed_linear::{
+    bf16_linear_reference, bf16_supported, packed_f32_supported, packed_linear, PackedWeights,
+};
 pub use perturb_tokens::{perturb_tokens, TokenCopies, PERTURB_TOKENS_MAX_LEN};
 pub use sensitivity::{
     sensitivity, sensitivity_reference, SENSITIVITY_FEATURES, SENSITIVITY_JS_EPS,

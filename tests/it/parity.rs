@@ -3,25 +3,44 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use tremble::models::bert::{AttentionMask, BertConfig, BertLayer, BertModel, EncoderOps};
+use tremble::models::bert::{
+    AttentionMask, BertConfig, BertLayer, BertModel, EncoderOps, Precision,
+};
 use tremble::tokenize::{TextTokenizer, WindowSpec};
 
 use crate::common::{load_golden, max_abs_diff, real_base, repo};
 
 const ALL_OPS: [EncoderOps; 3] = [EncoderOps::Fused, EncoderOps::Candle, EncoderOps::Reference];
 
+/// Every implementation, and the fused ops with the dense layers on packed f32 weights (what
+/// the detector runs on AVX-512 CPUs).
+fn implementations() -> impl Iterator<Item = (EncoderOps, bool)> {
+    ALL_OPS
+        .into_iter()
+        .map(|o| (o, false))
+        .chain([(EncoderOps::Fused, true)])
+}
+
+fn with_impl(model: BertModel, (ops, packed): (EncoderOps, bool)) -> BertModel {
+    let model = model.with_ops(ops);
+    match packed {
+        true => model.with_precision(Precision::F32).unwrap(),
+        false => model,
+    }
+}
+
 #[test]
 fn tiny_bert_matches_transformers_on_a_padded_batch_with_every_implementation() {
     let golden = load_golden("tiny.safetensors");
     let cfg = tremble::testing::tiny_config();
-    for ops in ALL_OPS {
+    for imp in implementations() {
         let tensors = tremble::testing::tiny_tensors_on(&Device::Cpu, DType::F32).unwrap();
         let model = BertModel::load(
             VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
             &cfg,
         )
-        .unwrap()
-        .with_ops(ops);
+        .unwrap();
+        let model = with_impl(model, imp);
         let ids = golden["ids"].to_dtype(DType::U32).unwrap();
         let mask = golden["mask"].to_dtype(DType::U32).unwrap();
         let hidden = model.forward(&ids, &mask).unwrap();
@@ -30,7 +49,7 @@ fn tiny_bert_matches_transformers_on_a_padded_batch_with_every_implementation() 
         let dp = max_abs_diff(&pooled, &golden["pooled"]);
         assert!(
             dh <= 1e-5 && dp <= 1e-5,
-            "{ops:?}: hidden Δ {dh}, pooled Δ {dp}"
+            "{imp:?}: hidden Δ {dh}, pooled Δ {dp}"
         );
     }
 }
@@ -92,13 +111,13 @@ fn real_minilm_matches_transformers() {
     let tensors =
         candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    for ops in ALL_OPS {
+    for imp in implementations() {
         let model = BertModel::load(
             VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu),
             &cfg,
         )
-        .unwrap()
-        .with_ops(ops);
+        .unwrap();
+        let model = with_impl(model, imp);
         let spec = WindowSpec {
             max_tokens: 512,
             overlap: 0,
@@ -127,14 +146,97 @@ fn real_minilm_matches_transformers() {
             worst = (worst.0.max(dh), worst.1.max(dp));
             assert!(
                 dh <= 1e-4 && dp <= 1e-4,
-                "{ops:?} text {i}: hidden Δ {dh}, pooled Δ {dp}"
+                "{imp:?} text {i}: hidden Δ {dh}, pooled Δ {dp}"
             );
         }
         eprintln!(
-            "real MiniLM parity ({ops:?}) over {} texts: max |Δ| hidden {:.2e}, pooled {:.2e}",
+            "real MiniLM parity ({imp:?}) over {} texts: max |Δ| hidden {:.2e}, pooled {:.2e}",
             texts.len(),
             worst.0,
             worst.1
         );
     }
+}
+
+/// Cosine similarity of two same-shaped tensors, flattened.
+fn cosine(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(&a) * norm(&b))
+}
+
+#[test]
+fn real_minilm_in_bf16_stays_within_its_rounding_of_transformers() {
+    if !tremble::ops::bf16_supported() {
+        eprintln!("skipping real_minilm_in_bf16_...: this CPU lacks AVX512-BF16");
+        return;
+    }
+    let Some(dir) = real_base("real_minilm_in_bf16_stays_within_its_rounding_of_transformers")
+    else {
+        return;
+    };
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/golden/minilm.json")).unwrap(),
+    )
+    .unwrap();
+    let golden = load_golden("minilm.safetensors");
+    let cfg: BertConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let model = BertModel::load(
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap()
+    .with_precision(Precision::Bf16)
+    .unwrap();
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let spec = WindowSpec {
+        max_tokens: 512,
+        overlap: 0,
+    };
+    let mut worst = (1f32, 0f32);
+    for (i, text) in meta["texts"].as_array().unwrap().iter().enumerate() {
+        let windows = tok.windows(text.as_str().unwrap(), spec).unwrap();
+        let ids = Tensor::new(windows[0].as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = ids.ones_like().unwrap();
+        let hidden = model.forward(&ids, &mask).unwrap();
+        let pooled = model.pool(&hidden, &mask).unwrap().squeeze(0).unwrap();
+        let want = &golden[&format!("pooled.{i}")];
+        let (cos, d) = (cosine(&pooled, want), max_abs_diff(&pooled, want));
+        worst = (worst.0.min(cos), worst.1.max(d));
+        // bf16 keeps 8 significant bits: close in direction, not to 1e-4.
+        assert!(
+            cos >= 0.999 && d <= 0.05,
+            "text {i}: cosine {cos}, max |Δ| {d}"
+        );
+    }
+    eprintln!(
+        "real MiniLM in bf16: worst pooled cosine {:.5}, max |Δ| {:.2e}",
+        worst.0, worst.1
+    );
+}
+
+#[test]
+fn bf16_precision_is_refused_where_it_cannot_run() {
+    let cfg = tremble::testing::tiny_config();
+    let tensors = tremble::testing::tiny_tensors_on(&Device::Cpu, DType::F32).unwrap();
+    let model = BertModel::load(
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap()
+    .with_ops(EncoderOps::Reference);
+    let err = model
+        .with_precision(Precision::Bf16)
+        .err()
+        .expect("bf16 on the reference ops")
+        .to_string();
+    assert!(err.contains("bf16"), "{err}");
 }

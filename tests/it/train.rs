@@ -362,7 +362,7 @@ fn fuse_fits_the_check_on_the_calibration_split_and_refuses_other_data() {
     let info = &first.info.as_ref().unwrap()["fusion"];
     // 6 rewritten attacks and 6 rewritten benign rows, plus a pair per evading attack.
     let extra = info["extra_rows"].as_u64().unwrap();
-    assert!(extra >= 12 && extra % 2 == 0, "{info}");
+    assert!(extra >= 12 && extra.is_multiple_of(2), "{info}");
     assert!(cache.is_file());
 
     // A refit with another penalty reuses the scored rows and changes only the fit.

@@ -18,6 +18,7 @@ use args::{Cli, Command};
 fn main() -> ExitCode {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let cli = Cli::parse();
+    tremble::alloc::keep_freed_buffers();
     init_logging(&cli);
     let result = match cli.command {
         Command::Score(a) => score::run(a),

@@ -39,7 +39,8 @@ pub fn load_detector(m: &ModelArgs) -> Result<Detector> {
         .perturb_copies(m.perturb_copies)
         .perturb_rate(m.perturb_rate)
         .lm(m.lm)
-        .route(!m.no_route);
+        .route(!m.no_route)
+        .precision(m.precision.parse().map_err(anyhow::Error::msg)?);
     if let Some(dir) = &m.lm_dir {
         b = b.lm_dir(dir);
     }
