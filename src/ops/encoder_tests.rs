@@ -264,6 +264,12 @@ fn bf16_linear_matches_its_reference_on_odd_shapes() {
         let err = max_err(&fused, &reference);
         assert!(err <= 1e-4 * (k as f32).sqrt(), "{rows}x{n}x{k}: {err}");
     }
+    // No input features: every row is the bias.
+    let b = randn(&[3], 1.0, 12);
+    let w0 = Tensor::zeros((3, 0), DType::F32, &Device::Cpu).unwrap();
+    let x0 = Tensor::zeros((2, 0), DType::F32, &Device::Cpu).unwrap();
+    let y = packed_linear(&x0, &PackedWeights::bf16(&w0, Some(&b)).unwrap()).unwrap();
+    assert_eq!(flat(&y), [flat(&b), flat(&b)].concat());
     // Leading dimensions are kept: [b, t, k] -> [b, t, n].
     let x = randn(&[2, 3, 8], 1.0, 9);
     let w = randn(&[5, 8], 1.0, 10);
