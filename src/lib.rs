@@ -48,6 +48,7 @@ pub use detector::{default_model_dir, Detector, DetectorBuilder, Threshold, DEFA
 pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use manifest::DetectorManifest;
+pub use models::bert::Precision;
 pub use verdict::{Category, ClassifierEvidence, DosEvidence, NormalizeEvidence, Signals, Verdict};
 
 // The README's Rust examples run as doctests, so they stay true.

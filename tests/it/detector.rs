@@ -270,3 +270,41 @@ fn oversized_and_repetitive_inputs_are_bounded_and_flagged() {
     let ok = d.score("a normal question about the weather").unwrap();
     assert!(ok.signals.dos.is_none() && !ok.flagged);
 }
+
+#[test]
+fn bf16_precision_scores_close_to_f32_or_is_refused_with_a_reason() {
+    let dir = tiny_model();
+    let build = |p: tremble::Precision| {
+        Detector::builder()
+            .model_dir(dir.path())
+            .device(DeviceChoice::Cpu)
+            .precision(p)
+            .build()
+    };
+    let f32_scores: Vec<f32> = build(tremble::Precision::F32)
+        .unwrap()
+        .score_batch(&TEXTS)
+        .unwrap()
+        .iter()
+        .map(|v| v.score)
+        .collect();
+    match build(tremble::Precision::Bf16) {
+        Ok(d) => {
+            let bf16 = d.score_batch(&TEXTS).unwrap();
+            for ((t, a), v) in TEXTS.iter().zip(&f32_scores).zip(&bf16) {
+                assert!(
+                    (a - v.score).abs() < 0.02,
+                    "{t:?}: f32 {a}, bf16 {}",
+                    v.score
+                );
+            }
+        }
+        Err(e) => {
+            assert!(
+                !tremble::ops::bf16_supported(),
+                "refused on a bf16 CPU: {e}"
+            );
+            assert!(e.to_string().contains("AVX512-BF16"), "{e}");
+        }
+    }
+}
