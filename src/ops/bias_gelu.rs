@@ -132,12 +132,35 @@ fn cpu<T: Elem>(x: &[T], xl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
     let cols = b.len();
     let mut out = vec![T::zero(); x.len()];
     for_rows(&mut out, cols, |i, o| {
-        let xs = &x[i * cols..(i + 1) * cols];
-        for ((y, &v), &c) in o.iter_mut().zip(xs).zip(&b) {
-            *y = T::of_f32(gelu(v.to_f32() + c));
-        }
+        gelu_row(o, &x[i * cols..(i + 1) * cols], &b)
     });
     Ok(out)
+}
+
+/// One row, with 256-bit vectors where the CPU has AVX2 (the build targets baseline x86-64,
+/// whose 128-bit vectors left this op at 4% of a forward). Same operations in the same order
+/// either way (no fused multiply-adds), so the results are identical.
+fn gelu_row<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature was just detected.
+        unsafe { gelu_row_avx2(o, xs, b) };
+        return;
+    }
+    gelu_row_body(o, xs, b);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gelu_row_avx2<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
+    gelu_row_body(o, xs, b);
+}
+
+#[inline(always)]
+fn gelu_row_body<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
+    for ((y, &v), &c) in o.iter_mut().zip(xs).zip(b) {
+        *y = T::of_f32(gelu(v.to_f32() + c));
+    }
 }
 
 fn check(x: &Tensor, bias: &Tensor) -> Result<()> {
