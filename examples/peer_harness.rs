@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example peer_harness -- --model models/tremble-minilm-v1 \
-//!     --inputs INPUTS.json [--path fp32] [--batch-size 32] [--warmup 3] [--repeats 20] \
+//!     --inputs INPUTS.json [--path fp32|bf16] [--batch-size 32] [--warmup 3] [--repeats 20] \
 //!     [--out RESULTS.json] [--serve]
 //! ```
 //!
@@ -31,45 +31,6 @@ use tremble::{Detector, DeviceChoice};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
-/// Numeric paths through tremble's classifier. Each must give scores within the driver's
-/// agreement bound of the fp32 reference; the driver loops over them and reports the fastest.
-#[derive(Clone, Copy, Debug)]
-enum Precision {
-    Fp32,
-    Bf16,
-}
-
-impl Precision {
-    const ALL: &'static [(&'static str, Precision)] =
-        &[("fp32", Precision::Fp32), ("bf16", Precision::Bf16)];
-
-    fn parse(s: &str) -> Res<Self> {
-        Self::ALL
-            .iter()
-            .find(|(name, _)| *name == s)
-            .map(|&(_, p)| p)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown --path {s:?} (available: {})", names.join(", ")).into()
-            })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    /// The builder settings of this path; a quantized path would select its weights here.
-    fn configure(self, builder: tremble::DetectorBuilder) -> tremble::DetectorBuilder {
-        match self {
-            Precision::Fp32 => builder,
-            Precision::Bf16 => builder.precision(tremble::models::bert::Precision::Bf16),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Inputs {
@@ -85,7 +46,9 @@ enum Inputs {
 struct Args {
     model: PathBuf,
     inputs: PathBuf,
-    path: Precision,
+    /// The `--path` as given (the driver keys its results by it) and the precision it names.
+    path: String,
+    precision: tremble::Precision,
     batch_size: usize,
     warmup: usize,
     repeats: usize,
@@ -93,14 +56,15 @@ struct Args {
     serve: bool,
 }
 
-const USAGE: &str = "usage: peer_harness --model DIR --inputs FILE [--path fp32] \
+const USAGE: &str = "usage: peer_harness --model DIR --inputs FILE [--path fp32|bf16] \
 [--batch-size N] [--warmup N] [--repeats N] [--out FILE] [--serve]";
 
 fn parse_args() -> Res<Args> {
     let mut args = Args {
         model: PathBuf::from("models").join(tremble::DEFAULT_MODEL),
         inputs: PathBuf::new(),
-        path: Precision::Fp32,
+        path: "fp32".into(),
+        precision: tremble::Precision::F32,
         batch_size: 32,
         warmup: 3,
         repeats: 20,
@@ -127,7 +91,10 @@ fn parse_args() -> Res<Args> {
         match flag.as_str() {
             "--model" => args.model = value.into(),
             "--inputs" => args.inputs = value.into(),
-            "--path" => args.path = Precision::parse(&value)?,
+            "--path" => {
+                args.precision = value.parse().map_err(|e| format!("--path: {e}\n{USAGE}"))?;
+                args.path = value;
+            }
             "--batch-size" => args.batch_size = count(&value)?,
             "--warmup" => args.warmup = count(&value)?,
             "--repeats" => args.repeats = count(&value)?,
@@ -206,7 +173,7 @@ fn run() -> Res<()> {
         .device(DeviceChoice::Cpu)
         .route(false)
         .batch_size(args.batch_size);
-    let detector = args.path.configure(builder).build().map_err(|e| {
+    let detector = builder.precision(args.precision).build().map_err(|e| {
         format!(
             "cannot load {}: {e} (run scripts/setup.sh to fetch the base encoder)",
             args.model.display()
@@ -215,8 +182,7 @@ fn run() -> Res<()> {
     let threads = rayon::current_num_threads();
     eprintln!(
         "peer_harness: path {}, {threads} rayon threads, batch size {}",
-        args.path.name(),
-        args.batch_size
+        args.path, args.batch_size
     );
 
     let mut scores = Vec::with_capacity(agreement.len());
@@ -226,7 +192,7 @@ fn run() -> Res<()> {
     let mut stdout = std::io::stdout().lock();
     let header = json!({
         "runtime": "tremble",
-        "path": args.path.name(),
+        "path": args.path,
         "threads": threads,
         "scores": scores,
     });
@@ -270,7 +236,7 @@ fn run() -> Res<()> {
     }
     let results = json!({
         "runtime": "tremble",
-        "path": args.path.name(),
+        "path": args.path,
         "threads": threads,
         "warmup": args.warmup,
         "timings": timings,

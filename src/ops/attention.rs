@@ -17,27 +17,12 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::elem::contiguous;
+use super::elem::{contiguous, u32_mask, OutPtr};
 use super::masked_softmax::{exp, masked_softmax_reference};
 
 #[derive(Debug, Clone, Copy)]
 struct SelfAttention {
     heads: usize,
-}
-
-/// The output pointer shared by the tasks, each of which writes only its own
-/// (sequence, head) block of rows × columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks write disjoint elements (see `cpu`), and the buffer outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, not a field access, so closures capture the `Sync` wrapper.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 impl CustomOp2 for SelfAttention {
@@ -72,6 +57,7 @@ impl SelfAttention {
         let d = h / heads;
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; b * t * h];
+        // Each task writes only its own (sequence, head) block of rows × columns.
         let dst = OutPtr(out.as_mut_ptr());
         (0..b * heads)
             .into_par_iter()
@@ -256,13 +242,8 @@ pub fn self_attention(qkv: &Tensor, mask: &Tensor, heads: usize) -> Result<Tenso
             qkv.device().location()
         );
     }
-    let mask = if mask.dtype() == DType::U32 {
-        mask.contiguous()?
-    } else {
-        mask.ne(0f64)?.to_dtype(DType::U32)?
-    };
     qkv.contiguous()?
-        .apply_op2_no_bwd(&mask, &SelfAttention { heads })
+        .apply_op2_no_bwd(&u32_mask(mask)?, &SelfAttention { heads })
 }
 
 /// [`self_attention`] from plain candle ops (split heads, matmuls, the masked softmax's

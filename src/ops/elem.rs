@@ -78,6 +78,30 @@ pub(crate) fn for_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mu
     }
 }
 
+/// `mask` (any dtype, nonzero = keep) as the contiguous u32 mask the CPU ops and kernels read.
+pub(crate) fn u32_mask(mask: &Tensor) -> Result<Tensor> {
+    if mask.dtype() == DType::U32 {
+        mask.contiguous()
+    } else {
+        mask.ne(0f64)?.to_dtype(DType::U32)
+    }
+}
+
+/// An output buffer shared by parallel tasks that each write their own disjoint elements (the
+/// ops that fill strided blocks, which `par_chunks_mut` cannot hand out).
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: users write disjoint elements from each task, and the buffer outlives the tasks.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method, not a field access, so closures capture the `Sync` wrapper.
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// The dtype error every fused op gives for an unsupported input.
 pub(crate) fn unsupported<T>(op: &str, layout: &Layout, dtype: candle_core::DType) -> Result<T> {
     dtype_error(op, "input", layout.dims(), dtype)

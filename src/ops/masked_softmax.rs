@@ -10,7 +10,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
+use super::elem::{check_float, contiguous, for_rows, storage, u32_mask, unsupported, Elem};
 
 #[derive(Debug, Clone, Copy)]
 struct MaskedSoftmax {
@@ -208,11 +208,7 @@ fn check(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<()> {
 /// ```
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<Tensor> {
     check(scores, mask, scale)?;
-    let mask = if mask.dtype() == DType::U32 {
-        mask.contiguous()?
-    } else {
-        mask.ne(0f64)?.to_dtype(DType::U32)?
-    };
+    let mask = u32_mask(mask)?;
     scores
         .contiguous()?
         .apply_op2_no_bwd(&mask, &MaskedSoftmax { scale })

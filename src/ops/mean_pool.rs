@@ -9,7 +9,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
+use super::elem::{check_float, contiguous, for_rows, storage, u32_mask, unsupported, Elem};
 
 struct MeanPool;
 
@@ -156,11 +156,7 @@ fn check(hidden: &Tensor, mask: &Tensor) -> Result<()> {
 /// ```
 pub fn masked_mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
     check(hidden, mask)?;
-    let mask = if mask.dtype() == DType::U32 {
-        mask.contiguous()?
-    } else {
-        mask.ne(0f64)?.to_dtype(DType::U32)?
-    };
+    let mask = u32_mask(mask)?;
     hidden.contiguous()?.apply_op2_no_bwd(&mask, &MeanPool)
 }
 

@@ -19,7 +19,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Ten
 use half::bf16;
 use rayon::prelude::*;
 
-use super::elem::contiguous;
+use super::elem::{contiguous, OutPtr};
 
 /// Output columns per packed block and micro-kernel.
 const NR: usize = 32;
@@ -206,20 +206,6 @@ pub fn bf16_linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
     match bias {
         Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?),
         None => Ok(y),
-    }
-}
-
-/// The output pointer shared by the tiles, each of which writes only its own rows × columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tiles write disjoint elements, and the buffer outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, not a field access, so closures capture the `Sync` wrapper.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 

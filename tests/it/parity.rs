@@ -96,52 +96,84 @@ fn only_the_reference_implementation_carries_gradients_to_every_layer_weight() {
     }
 }
 
-#[test]
-fn real_minilm_matches_transformers() {
-    let Some(dir) = real_base("real_minilm_matches_transformers") else {
-        return;
-    };
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/golden/minilm.json")).unwrap(),
-    )
-    .unwrap();
-    let golden = load_golden("minilm.safetensors");
-    let cfg: BertConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let tensors =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    for imp in implementations() {
-        let model = BertModel::load(
-            VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu),
-            &cfg,
+/// The real all-MiniLM-L6-v2 beside its transformers golden outputs on 11 varied texts.
+struct RealMinilm {
+    texts: Vec<String>,
+    golden: std::collections::HashMap<String, Tensor>,
+    cfg: BertConfig,
+    tensors: std::collections::HashMap<String, Tensor>,
+    tok: TextTokenizer,
+}
+
+impl RealMinilm {
+    /// `None` (the skip said by `real_base`) without the real weights.
+    fn load(test: &str) -> Option<Self> {
+        let dir = real_base(test)?;
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(repo().join("tests/golden/minilm.json")).unwrap(),
         )
         .unwrap();
-        let model = with_impl(model, imp);
+        let texts = meta["texts"].as_array().unwrap();
+        Some(Self {
+            texts: texts
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect(),
+            golden: load_golden("minilm.safetensors"),
+            cfg: serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap(),
+            tensors: candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+                .unwrap(),
+            tok: TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap(),
+        })
+    }
+
+    fn model(&self) -> BertModel {
+        BertModel::load(
+            VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &Device::Cpu),
+            &self.cfg,
+        )
+        .unwrap()
+    }
+
+    /// Text `i` through `model` as one window: (its token ids, hidden `[T, H]`, pooled `[H]`).
+    fn run(&self, model: &BertModel, i: usize) -> (Vec<u32>, Tensor, Tensor) {
         let spec = WindowSpec {
             max_tokens: 512,
             overlap: 0,
         };
-        let texts = meta["texts"].as_array().unwrap();
+        let windows = self.tok.windows(&self.texts[i], spec).unwrap();
+        assert_eq!(windows.len(), 1);
+        let ids = Tensor::new(windows[0].as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = ids.ones_like().unwrap();
+        let hidden = model.forward(&ids, &mask).unwrap();
+        let pooled = model.pool(&hidden, &mask).unwrap().squeeze(0).unwrap();
+        (windows[0].clone(), hidden.squeeze(0).unwrap(), pooled)
+    }
+}
+
+#[test]
+fn real_minilm_matches_transformers() {
+    let Some(real) = RealMinilm::load("real_minilm_matches_transformers") else {
+        return;
+    };
+    let golden = &real.golden;
+    for imp in implementations() {
+        let model = with_impl(real.model(), imp);
         let mut worst = (0f32, 0f32);
-        for (i, text) in texts.iter().enumerate() {
-            let windows = tok.windows(text.as_str().unwrap(), spec).unwrap();
-            assert_eq!(windows.len(), 1);
+        for i in 0..real.texts.len() {
+            let (ids, hidden, pooled) = real.run(&model, i);
             let want_ids: Vec<u32> = golden[&format!("ids.{i}")]
                 .to_vec1::<i64>()
                 .unwrap()
                 .into_iter()
                 .map(|x| x as u32)
                 .collect();
-            assert_eq!(windows[0], want_ids, "token ids differ for text {i}");
-            let ids = Tensor::new(windows[0].as_slice(), &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let mask = ids.ones_like().unwrap();
-            let hidden = model.forward(&ids, &mask).unwrap();
-            let pooled = model.pool(&hidden, &mask).unwrap().squeeze(0).unwrap();
-            let dh = max_abs_diff(&hidden.squeeze(0).unwrap(), &golden[&format!("hidden.{i}")]);
+            assert_eq!(ids, want_ids, "token ids differ for text {i}");
+            let dh = max_abs_diff(&hidden, &golden[&format!("hidden.{i}")]);
             let dp = max_abs_diff(&pooled, &golden[&format!("pooled.{i}")]);
             worst = (worst.0.max(dh), worst.1.max(dp));
             assert!(
@@ -151,7 +183,7 @@ fn real_minilm_matches_transformers() {
         }
         eprintln!(
             "real MiniLM parity ({imp:?}) over {} texts: max |Δ| hidden {:.2e}, pooled {:.2e}",
-            texts.len(),
+            real.texts.len(),
             worst.0,
             worst.1
         );
@@ -173,42 +205,16 @@ fn real_minilm_in_bf16_stays_within_its_rounding_of_transformers() {
         eprintln!("skipping real_minilm_in_bf16_...: this CPU lacks AVX512-BF16");
         return;
     }
-    let Some(dir) = real_base("real_minilm_in_bf16_stays_within_its_rounding_of_transformers")
+    let Some(real) =
+        RealMinilm::load("real_minilm_in_bf16_stays_within_its_rounding_of_transformers")
     else {
         return;
     };
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/golden/minilm.json")).unwrap(),
-    )
-    .unwrap();
-    let golden = load_golden("minilm.safetensors");
-    let cfg: BertConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let tensors =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let model = BertModel::load(
-        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-        &cfg,
-    )
-    .unwrap()
-    .with_precision(Precision::Bf16)
-    .unwrap();
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let spec = WindowSpec {
-        max_tokens: 512,
-        overlap: 0,
-    };
+    let model = real.model().with_precision(Precision::Bf16).unwrap();
     let mut worst = (1f32, 0f32);
-    for (i, text) in meta["texts"].as_array().unwrap().iter().enumerate() {
-        let windows = tok.windows(text.as_str().unwrap(), spec).unwrap();
-        let ids = Tensor::new(windows[0].as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mask = ids.ones_like().unwrap();
-        let hidden = model.forward(&ids, &mask).unwrap();
-        let pooled = model.pool(&hidden, &mask).unwrap().squeeze(0).unwrap();
-        let want = &golden[&format!("pooled.{i}")];
+    for i in 0..real.texts.len() {
+        let (_, _, pooled) = real.run(&model, i);
+        let want = &real.golden[&format!("pooled.{i}")];
         let (cos, d) = (cosine(&pooled, want), max_abs_diff(&pooled, want));
         worst = (worst.0.min(cos), worst.1.max(d));
         // bf16 keeps 8 significant bits: close in direction, not to 1e-4.
