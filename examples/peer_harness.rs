@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example peer_harness -- --model models/tremble-minilm-v1 \
-//!     --inputs INPUTS.json [--path fp32|bf16] [--batch-size 32] [--warmup 3] [--repeats 20] \
+//!     --inputs INPUTS.json [--path fp32|bf16|int8] [--batch-size 32] [--warmup 3] [--repeats 20] \
 //!     [--out RESULTS.json] [--serve]
 //! ```
 //!
@@ -56,7 +56,7 @@ struct Args {
     serve: bool,
 }
 
-const USAGE: &str = "usage: peer_harness --model DIR --inputs FILE [--path fp32|bf16] \
+const USAGE: &str = "usage: peer_harness --model DIR --inputs FILE [--path fp32|bf16|int8] \
 [--batch-size N] [--warmup N] [--repeats N] [--out FILE] [--serve]";
 
 fn parse_args() -> Res<Args> {

@@ -55,6 +55,9 @@ fn score_batch(c: &mut Criterion) {
     let bf16 = tremble::ops::bf16_supported()
         .then(|| detector(Precision::Bf16, PerturbPolicy::Never, 1))
         .flatten();
+    let int8 = tremble::ops::int8_supported()
+        .then(|| detector(Precision::Int8, PerturbPolicy::Never, 1))
+        .flatten();
     let mut g = c.benchmark_group("cpu_score_batch");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -72,8 +75,10 @@ fn score_batch(c: &mut Criterion) {
                 );
             };
             run("f32", &f32_detector);
-            if let Some(d) = &bf16 {
-                run("bf16", d);
+            for (name, d) in [("bf16", &bf16), ("int8", &int8)] {
+                if let Some(d) = d {
+                    run(name, d);
+                }
             }
         }
     }

@@ -43,17 +43,24 @@ fn encoder(c: &mut Criterion) {
     let Some(model) = load().and_then(|m| m.with_precision(Precision::F32).ok()) else {
         return;
     };
-    let bf16 = match tremble::ops::bf16_supported() {
-        true => load().and_then(|m| m.with_precision(Precision::Bf16).ok()),
-        false => None,
-    };
+    let reduced = |p: Precision| load().and_then(|m| m.with_precision(p).ok());
+    let bf16 = tremble::ops::bf16_supported()
+        .then(|| reduced(Precision::Bf16))
+        .flatten();
+    let int8 = tremble::ops::int8_supported()
+        .then(|| reduced(Precision::Int8))
+        .flatten();
     let mut g = c.benchmark_group("cpu_encoder_forward");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for &(b, t) in &[(1usize, 32usize), (1, 128), (8, 128), (32, 128), (32, 512)] {
         let ids = ids(b, t);
         let mask = ids.ones_like().unwrap();
         g.throughput(Throughput::Elements((b * t) as u64));
-        let models = [("f32", Some(&model)), ("bf16", bf16.as_ref())];
+        let models = [
+            ("f32", Some(&model)),
+            ("bf16", bf16.as_ref()),
+            ("int8", int8.as_ref()),
+        ];
         for (name, m) in models.into_iter().filter_map(|(n, m)| Some((n, m?))) {
             g.bench_with_input(
                 BenchmarkId::new(name, format!("{b}x{t}")),

@@ -120,6 +120,20 @@ pub enum Precision {
     /// the multiply rate on CPUs with AVX512-BF16; attention, norms and activations stay f32.
     /// Only with [`EncoderOps::Fused`] on the CPU.
     Bf16,
+    /// The dense layers in int8 ([`ops::int8_linear`]: weights per output column, activations
+    /// per token, exact i32 sums), on CPUs with AVX512-VNNI; attention, norms and activations
+    /// stay f32. Only with [`EncoderOps::Fused`] on the CPU.
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
+        })
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -129,7 +143,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" | "fp32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
-            _ => Err(format!("precision {s:?}: expected f32 or bf16")),
+            "int8" | "i8" => Ok(Self::Int8),
+            _ => Err(format!("precision {s:?}: expected f32, bf16 or int8")),
         }
     }
 }
@@ -351,6 +366,7 @@ impl BertLayer {
         let pack = |w: &Tensor, b: Option<&Tensor>| match precision {
             Precision::F32 => ops::PackedWeights::f32(w, b),
             Precision::Bf16 => ops::PackedWeights::bf16(w, b),
+            Precision::Int8 => ops::PackedWeights::int8(w, b),
         };
         let linear = |l: &Linear| pack(l.weight(), l.bias());
         let bias_in_gelu = !self.relu && self.intermediate.bias().is_some();
@@ -464,15 +480,16 @@ impl BertModel {
     /// loaded keeps candle's matmuls too.
     ///
     /// # Errors
-    /// For [`Precision::Bf16`] unless the model runs [`EncoderOps::Fused`] on the CPU in f32
-    /// and the CPU has AVX512-BF16 (see [`ops::bf16_supported`]).
+    /// For [`Precision::Bf16`] and [`Precision::Int8`] unless the model runs
+    /// [`EncoderOps::Fused`] on the CPU in f32 and the CPU has AVX512-BF16 (see
+    /// [`ops::bf16_supported`]) or AVX512-VNNI ([`ops::int8_supported`]).
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         let w = self.embeddings.word.embeddings();
         let runs = self.ops == EncoderOps::Fused && w.device().is_cpu() && w.dtype() == DType::F32;
         let pack = match precision {
             Precision::F32 => runs && ops::packed_f32_supported(),
-            Precision::Bf16 if !runs => candle_core::bail!(
-                "bf16 precision needs the fused ops on the CPU in f32 (got {:?} on {:?} in {:?})",
+            Precision::Bf16 | Precision::Int8 if !runs => candle_core::bail!(
+                "{precision} precision needs the fused ops on the CPU in f32 (got {:?} on {:?} in {:?})",
                 self.ops,
                 w.device().location(),
                 w.dtype()
@@ -480,7 +497,10 @@ impl BertModel {
             Precision::Bf16 if !ops::bf16_supported() => {
                 candle_core::bail!("bf16 precision needs a CPU with AVX512-BF16; this one has none")
             }
-            Precision::Bf16 => true,
+            Precision::Int8 if !ops::int8_supported() => {
+                candle_core::bail!("int8 precision needs a CPU with AVX512-VNNI; this one has none")
+            }
+            Precision::Bf16 | Precision::Int8 => true,
         };
         if pack {
             self.layers = self

@@ -8,7 +8,7 @@ use super::emu;
 use super::*;
 use crate::rng::Rng;
 
-fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
+pub(super) fn randn(dims: &[usize], scale: f32, seed: u64) -> Tensor {
     crate::testing::uniform_tensor(dims, scale, seed)
 }
 
@@ -29,7 +29,7 @@ fn mask(b: usize, t: usize, empty_row: bool, seed: u64) -> Tensor {
     Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap()
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
+pub(super) fn flat(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32)
         .unwrap()
         .flatten_all()
@@ -38,7 +38,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
         .unwrap()
 }
 
-fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+pub(super) fn max_err(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     flat(a)
         .iter()
@@ -214,77 +214,6 @@ fn self_attention_refuses_what_it_cannot_split_or_run() {
             "{err}"
         );
     }
-}
-
-#[test]
-fn packed_f32_linear_matches_candle_on_odd_shapes() {
-    if !packed_f32_supported() {
-        eprintln!("skipping packed f32 test: this CPU lacks AVX-512F");
-        return;
-    }
-    for (rows, n, k, bias, seed) in [
-        (1, 1, 1, true, 1),
-        (13, 33, 7, true, 2),
-        (2, 130, 384, false, 3),
-        (200, 384, 385, true, 4),
-    ] {
-        let x = randn(&[rows, k], 2.0, seed);
-        let w = randn(&[n, k], 0.5, seed + 100);
-        let b = bias.then(|| randn(&[n], 1.0, seed + 200));
-        let fused = packed_linear(&x, &PackedWeights::f32(&w, b.as_ref()).unwrap()).unwrap();
-        let reference = candle_nn::Linear::new(w, b);
-        let reference = candle_core::Module::forward(&reference, &x).unwrap();
-        let err = max_err(&fused, &reference);
-        assert!(err <= 1e-5 * (k as f32).sqrt(), "{rows}x{n}x{k}: {err}");
-    }
-}
-
-#[test]
-fn bf16_linear_matches_its_reference_on_odd_shapes() {
-    if !bf16_supported() {
-        eprintln!("skipping bf16 packed_linear test: this CPU lacks AVX512-BF16");
-        return;
-    }
-    // Rows past one tile and not a multiple of the micro-kernel; columns not a multiple of
-    // 32 (masked stores); odd feature counts (a zero-padded pair); with and without bias.
-    for (rows, n, k, bias, seed) in [
-        (1, 1, 1, true, 1),
-        (13, 33, 7, true, 2),
-        (2, 130, 384, false, 3),
-        (200, 384, 385, true, 4),
-        (97, 48, 64, true, 5),
-    ] {
-        let x = randn(&[rows, k], 2.0, seed);
-        let w = randn(&[n, k], 0.5, seed + 100);
-        let b = bias.then(|| randn(&[n], 1.0, seed + 200));
-        let packed = PackedWeights::bf16(&w, b.as_ref()).unwrap();
-        let fused = packed_linear(&x, &packed).unwrap();
-        let reference = bf16_linear_reference(&x, &w, b.as_ref()).unwrap();
-        // Same bf16 inputs and exact products; only the summation order differs.
-        let err = max_err(&fused, &reference);
-        assert!(err <= 1e-4 * (k as f32).sqrt(), "{rows}x{n}x{k}: {err}");
-    }
-    // No input features: every row is the bias.
-    let b = randn(&[3], 1.0, 12);
-    let w0 = Tensor::zeros((3, 0), DType::F32, &Device::Cpu).unwrap();
-    let x0 = Tensor::zeros((2, 0), DType::F32, &Device::Cpu).unwrap();
-    let y = packed_linear(&x0, &PackedWeights::bf16(&w0, Some(&b)).unwrap()).unwrap();
-    assert_eq!(flat(&y), [flat(&b), flat(&b)].concat());
-    // Leading dimensions are kept: [b, t, k] -> [b, t, n].
-    let x = randn(&[2, 3, 8], 1.0, 9);
-    let w = randn(&[5, 8], 1.0, 10);
-    let y = packed_linear(&x, &PackedWeights::bf16(&w, None).unwrap()).unwrap();
-    assert_eq!(y.dims(), [2, 3, 5]);
-    let err = packed_linear(
-        &randn(&[2, 7], 1.0, 11),
-        &PackedWeights::bf16(&w, None).unwrap(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("packed_linear") && err.contains("8 features"),
-        "{err}"
-    );
 }
 
 #[test]

@@ -173,6 +173,46 @@ pub fn exp(x: f32) -> f32 {
     y * f32::from_bits((((n as i32) + 127) << 23) as u32)
 }
 
+/// [`exp`] on 16 lanes, operation for operation (no fused multiply-adds, so each lane gives
+/// exactly what [`exp`] gives).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::excessive_precision)] // the kernel's literals, digit for digit
+pub unsafe fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let c = _mm512_set1_ps;
+    let x = _mm512_max_ps(_mm512_min_ps(x, c(0.0)), c(-87.0));
+    let shift = c(12582912.0);
+    let n = _mm512_sub_ps(
+        _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), shift),
+        shift,
+    );
+    let r = _mm512_sub_ps(x, _mm512_mul_ps(n, c(0.693359375)));
+    let r = _mm512_sub_ps(r, _mm512_mul_ps(n, c(-2.12194440e-4)));
+    let mut p = c(1.9875691500e-4);
+    for k in [
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    ] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), c(k));
+    }
+    let y = _mm512_add_ps(
+        _mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r),
+        c(1.0),
+    );
+    let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvttps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
+}
+
 fn check(scores: &Tensor, mask: &Tensor, scale: f32) -> Result<()> {
     let dims = scores.dims();
     let ok_shape = dims.len() == 4 && mask.dims() == [dims[0], dims[3]];
@@ -230,4 +270,30 @@ pub fn masked_softmax_reference(scores: &Tensor, mask: &Tensor, scale: f32) -> R
     let shifted = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?;
     let e = shifted.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    /// exp16 gives exactly what exp gives, lane for lane, across and beyond the clamped range.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp16_matches_exp_bit_for_bit() {
+        use std::arch::x86_64::*;
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipping: this CPU lacks AVX-512F");
+            return;
+        }
+        let xs: Vec<f32> = (0..4096).map(|i| -100.0 + i as f32 * 0.0259).collect();
+        for chunk in xs.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F was detected; 16 floats in and out.
+            unsafe {
+                let v = super::exp16(_mm512_loadu_ps(chunk.as_ptr()));
+                _mm512_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (x, g) in chunk.iter().zip(got) {
+                assert_eq!(g.to_bits(), super::exp(*x).to_bits(), "exp({x})");
+            }
+        }
+    }
 }

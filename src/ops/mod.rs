@@ -13,7 +13,10 @@ mod elem;
 mod emu;
 #[cfg(test)]
 mod encoder_tests;
+pub mod int8_linear;
 pub mod layer_norm;
+#[cfg(test)]
+mod linear_tests;
 pub mod masked_softmax;
 pub mod mean_pool;
 pub mod packed_linear;
@@ -22,11 +25,13 @@ pub mod sensitivity;
 
 pub use attention::{self_attention, self_attention_reference};
 pub use bias_gelu::{bias_gelu, bias_gelu_reference};
+pub use int8_linear::int8_linear_reference;
 pub use layer_norm::{add_layer_norm, add_layer_norm_reference};
 pub use masked_softmax::{masked_softmax, masked_softmax_reference};
 pub use mean_pool::{masked_mean_pool, masked_mean_pool_reference};
 pub use packed_linear::{
-    bf16_linear_reference, bf16_supported, packed_f32_supported, packed_linear, PackedWeights,
+    bf16_linear_reference, bf16_supported, int8_supported, packed_f32_supported, packed_linear,
+    PackedWeights,
 };
 pub use perturb_tokens::{perturb_tokens, TokenCopies, PERTURB_TOKENS_MAX_LEN};
 pub use sensitivity::{

@@ -11,7 +11,9 @@
 //! The bf16 format rounds x and W to bf16 (8 significant bits, round to nearest even) and sums
 //! each pair of products in f32 (`vdpbf16ps`, AVX512-BF16): on this project's Zen 4 class
 //! machine 300-350 GFLOP/s on the encoder's shapes with 2 threads against ~190 for f32. The
-//! f32 format differs from candle's matmul only in summation order. CPU only, no gradients.
+//! f32 format differs from candle's matmul only in summation order. The int8 format
+//! ([`PackedWeights::int8`], AVX512-VNNI) lives in [`super::int8_linear`]. CPU only, no
+//! gradients.
 
 use std::sync::Arc;
 
@@ -20,11 +22,12 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::elem::{contiguous, OutPtr};
+use super::int8_linear::{self, Int8Weights};
 
-/// Output columns per packed block and micro-kernel.
-const NR: usize = 32;
+/// Output columns per packed block and micro-kernel (all formats).
+pub(super) const NR: usize = 32;
 /// Rows per micro-kernel call.
-const MR: usize = 12;
+pub(super) const MR: usize = 12;
 /// Rows per task: a tile's x rows stay in L2 while its W block streams from L1/L2.
 const MB: usize = 96;
 /// Input features (f32) or feature pairs (bf16) per pass over a tile: 16 KiB of the W block,
@@ -55,12 +58,27 @@ pub fn bf16_supported() -> bool {
     }
 }
 
+/// Whether this CPU runs [`packed_linear`] with int8 weights (AVX-512F/BW and AVX512-VNNI).
+pub fn int8_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        packed_f32_supported()
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The packed elements: per 32-column block, per input feature (f32) or feature pair (bf16,
-/// two per u32), 32 columns; zero-padded.
+/// two per u32), 32 columns; zero-padded. Int8 has its own layout (see [`super::int8_linear`]).
 #[derive(Debug, Clone)]
 enum Packed {
     F32(Arc<Vec<f32>>),
     Bf16(Arc<Vec<u32>>),
+    Int8(Arc<Int8Weights>),
 }
 
 /// A `[n, k]` weight and its bias, packed for [`packed_linear`].
@@ -142,9 +160,39 @@ impl PackedWeights {
         })
     }
 
+    /// Packs `weight [n, k]` and `bias [n]` in the int8 format (see
+    /// [`super::int8_linear`]; the bias stays f32).
+    ///
+    /// # Errors
+    /// When the shapes disagree.
+    pub fn int8(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let (w, b) = rows_and_bias(weight, bias)?;
+        Ok(Self {
+            n,
+            k,
+            packed: Packed::Int8(Int8Weights::pack(&w, n, k)),
+            bias: Arc::new(b),
+        })
+    }
+
     /// Whether the products run in bf16.
     pub fn is_bf16(&self) -> bool {
         matches!(self.packed, Packed::Bf16(_))
+    }
+
+    /// Whether the products run in int8.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.packed, Packed::Int8(_))
+    }
+
+    /// Whether this CPU has the instructions of the weights' format.
+    fn supported(&self) -> bool {
+        match self.packed {
+            Packed::F32(_) => packed_f32_supported(),
+            Packed::Bf16(_) => bf16_supported(),
+            Packed::Int8(_) => int8_supported(),
+        }
     }
 }
 
@@ -174,7 +222,8 @@ impl CustomOp1 for PackedLinear<'_> {
 ///
 /// # Errors
 /// When x is not f32 on the CPU, its last dimension is not `k`, or the CPU lacks the
-/// instructions of the weights' format ([`packed_f32_supported`], [`bf16_supported`]).
+/// instructions of the weights' format ([`packed_f32_supported`], [`bf16_supported`],
+/// [`int8_supported`]).
 pub fn packed_linear(x: &Tensor, w: &PackedWeights) -> Result<Tensor> {
     if x.dims().last() != Some(&w.k) || !x.device().is_cpu() || x.dtype() != DType::F32 {
         bail!(
@@ -185,12 +234,10 @@ pub fn packed_linear(x: &Tensor, w: &PackedWeights) -> Result<Tensor> {
             w.k
         );
     }
-    if !(if w.is_bf16() {
-        bf16_supported()
-    } else {
-        packed_f32_supported()
-    }) {
-        bail!("packed_linear: this CPU lacks AVX-512 (and AVX512-BF16 for bf16)");
+    if !w.supported() {
+        bail!(
+            "packed_linear: this CPU lacks AVX-512 (and AVX512-BF16 for bf16, AVX512-VNNI for int8)"
+        );
     }
     x.contiguous()?.apply_op1_no_bwd(&PackedLinear(w))
 }
@@ -209,13 +256,15 @@ pub fn bf16_linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
     }
 }
 
-/// Runs every (96-row, 32-column) tile of the `[m, n]` output at `dst` in passes of `KC` over
-/// the `depth` features or pairs: `kernel(rows, first_row, block, first_feature, features,
-/// out)`. The first pass writes every element of its tile (from the bias), the others add.
-fn tiles(
+/// Runs every (96-row, 32-column) tile of the `[m, n]` output at `dst` in passes of `pass`
+/// over the `depth` features, pairs or quads: `kernel(rows, first_row, block, first_feature,
+/// features, out)`. The first pass writes every element of its tile (from the bias), the
+/// others add.
+pub(super) fn tiles(
     m: usize,
     n: usize,
     depth: usize,
+    pass: usize,
     dst: OutPtr,
     kernel: impl Fn(usize, usize, usize, usize, usize, *mut f32) + Sync,
 ) {
@@ -226,8 +275,8 @@ fn tiles(
             let (rows, block) = ((tile / blocks) * MB, tile % blocks);
             let end = (rows + MB).min(m);
             // One pass when depth is 0, so the bias is still written.
-            for f0 in (0..depth.max(1)).step_by(KC) {
-                let len = (depth - f0.min(depth)).min(KC);
+            for f0 in (0..depth.max(1)).step_by(pass) {
+                let len = (depth - f0.min(depth)).min(pass);
                 let mut r = rows;
                 while r < end {
                     let take = (end - r).min(MR);
@@ -241,6 +290,9 @@ fn tiles(
 #[cfg(target_arch = "x86_64")]
 fn run(x: &[f32], m: usize, w: &PackedWeights) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
+    if let Packed::Int8(p) = &w.packed {
+        return int8_linear::run(x, m, n, k, p, &w.bias);
+    }
     // Not zero-filled: the tiles' first passes write every element before anything reads it
     // (zero-filling cost 2-5% of a forward).
     let mut out = Vec::<f32>::with_capacity(m * n);
@@ -251,7 +303,7 @@ fn run(x: &[f32], m: usize, w: &PackedWeights) -> Vec<f32> {
                 packed_f32_supported(),
                 "packed_linear: checked by the wrapper"
             );
-            tiles(m, n, k, dst, |rows, r, block, f0, len, c| {
+            tiles(m, n, k, KC, dst, |rows, r, block, f0, len, c| {
                 // SAFETY: AVX-512F was checked; x holds m rows of k, the block k × 32 f32 and
                 // the bias 32 f32 at these offsets; the kernel reads and writes rows
                 // r..r+rows, columns block*32.. (at most n) of the [m, n] output, which only
@@ -276,7 +328,7 @@ fn run(x: &[f32], m: usize, w: &PackedWeights) -> Vec<f32> {
             let pairs = k.div_ceil(2);
             // SAFETY: the features were checked above.
             let a = unsafe { kernels::to_pairs(x, m, k, pairs) };
-            tiles(m, n, pairs, dst, |rows, r, block, f0, len, c| {
+            tiles(m, n, pairs, KC, dst, |rows, r, block, f0, len, c| {
                 // SAFETY: as for f32, with x as m rows of `pairs` u32.
                 unsafe {
                     kernels::tile_bf16(
@@ -293,6 +345,7 @@ fn run(x: &[f32], m: usize, w: &PackedWeights) -> Vec<f32> {
                 }
             });
         }
+        Packed::Int8(_) => unreachable!("returned above"),
     }
     // SAFETY: every element of the m × n output was written above (see `tiles`).
     unsafe { out.set_len(m * n) };
@@ -305,7 +358,7 @@ fn run(_: &[f32], _: usize, _: &PackedWeights) -> Vec<f32> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod kernels {
+pub(super) mod kernels {
     use std::arch::x86_64::*;
 
     use super::{bf16_bits, MR, NR};
@@ -354,7 +407,7 @@ mod kernels {
     /// `rows` (≤ 12) rows of f32 x (`lda` apart, `len` features) × one 32-column block of
     /// f32 W, added to C, or to the bias when given (the first pass).
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile_f32(
+    pub(in crate::ops) unsafe fn tile_f32(
         rows: usize,
         a: *const f32,
         lda: usize,

@@ -272,7 +272,7 @@ fn oversized_and_repetitive_inputs_are_bounded_and_flagged() {
 }
 
 #[test]
-fn bf16_precision_scores_close_to_f32_or_is_refused_with_a_reason() {
+fn reduced_precisions_score_close_to_f32_or_are_refused_with_a_reason() {
     let dir = tiny_model();
     let build = |p: tremble::Precision| {
         Detector::builder()
@@ -288,23 +288,38 @@ fn bf16_precision_scores_close_to_f32_or_is_refused_with_a_reason() {
         .iter()
         .map(|v| v.score)
         .collect();
-    match build(tremble::Precision::Bf16) {
-        Ok(d) => {
-            let bf16 = d.score_batch(&TEXTS).unwrap();
-            for ((t, a), v) in TEXTS.iter().zip(&f32_scores).zip(&bf16) {
-                assert!(
-                    (a - v.score).abs() < 0.02,
-                    "{t:?}: f32 {a}, bf16 {}",
-                    v.score
-                );
+    // Reduced precisions: (precision, score bound, whether this CPU runs it, the feature a
+    // refusal names). int8 moves scores more than bf16 (8-bit activations per token).
+    let reduced = [
+        (
+            tremble::Precision::Bf16,
+            0.02,
+            tremble::ops::bf16_supported(),
+            "AVX512-BF16",
+        ),
+        (
+            tremble::Precision::Int8,
+            0.1,
+            tremble::ops::int8_supported(),
+            "AVX512-VNNI",
+        ),
+    ];
+    for (precision, bound, supported, feature) in reduced {
+        match build(precision) {
+            Ok(d) => {
+                let got = d.score_batch(&TEXTS).unwrap();
+                for ((t, a), v) in TEXTS.iter().zip(&f32_scores).zip(&got) {
+                    assert!(
+                        (a - v.score).abs() < bound,
+                        "{t:?}: f32 {a}, {precision} {}",
+                        v.score
+                    );
+                }
             }
-        }
-        Err(e) => {
-            assert!(
-                !tremble::ops::bf16_supported(),
-                "refused on a bf16 CPU: {e}"
-            );
-            assert!(e.to_string().contains("AVX512-BF16"), "{e}");
+            Err(e) => {
+                assert!(!supported, "{precision} refused on a CPU that has it: {e}");
+                assert!(e.to_string().contains(feature), "{e}");
+            }
         }
     }
 }

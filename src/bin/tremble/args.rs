@@ -91,8 +91,9 @@ pub struct ModelArgs {
     /// such text goes to the multilingual model the model's manifest names, if any).
     #[arg(long)]
     pub no_route: bool,
-    /// Arithmetic of the encoder's matmuls: f32, or bf16 (about 1.5x faster on CPUs with
-    /// AVX512-BF16; see the README's Performance section for its accuracy cost).
+    /// Arithmetic of the encoder's matmuls: f32, bf16 (about 1.5x faster on CPUs with
+    /// AVX512-BF16) or int8 (about 2x, AVX512-VNNI); see the README's Performance section for
+    /// their accuracy cost.
     #[arg(long, default_value = "f32", value_name = "PRECISION")]
     pub precision: String,
 }
