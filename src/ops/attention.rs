@@ -153,8 +153,7 @@ impl Head<'_> {
     #[cfg(target_arch = "x86_64")]
     unsafe fn run_packed(&self, s: &mut Scratch, out: *mut f32) {
         use super::packed_linear::kernels::tile_f32;
-        const NR: usize = 32;
-        const MR: usize = 12;
+        use super::packed_linear::{MR, NR};
         static ZERO: [f32; NR] = [0.0; NR];
         let (t, h, d, h3) = (self.t, self.h, self.d, 3 * self.h);
         let (tk, empty) = self.keys();

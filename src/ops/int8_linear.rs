@@ -185,6 +185,7 @@ pub(super) fn run(_: &[f32], _: usize, _: usize, _: usize, _: &Int8Weights, _: &
 mod kernels {
     use std::arch::x86_64::*;
 
+    use super::super::packed_linear::kernels::masks;
     use super::super::packed_linear::{MR, NR};
 
     /// One row of x quantized like [`super::quantize`], stored as `q + 128` bytes in `dst`
@@ -193,13 +194,11 @@ mod kernels {
     pub(super) unsafe fn quantize_row(x: &[f32], dst: &mut [u32]) -> f32 {
         let k = x.len();
         let full = k / 16 * 16;
-        let load = |f: usize| _mm512_loadu_ps(x.as_ptr().add(f));
-        let at = |f: usize| x[f];
         let mut vmax = _mm512_setzero_ps();
         for f in (0..full).step_by(16) {
-            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(load(f)));
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x.as_ptr().add(f))));
         }
-        let max = (full..k).fold(_mm512_reduce_max_ps(vmax), |m, f| m.max(at(f).abs()));
+        let max = (full..k).fold(_mm512_reduce_max_ps(vmax), |m, f| m.max(x[f].abs()));
         let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
         let bytes = dst.as_mut_ptr().cast::<u8>();
         let (vinv, lo, hi, shift) = (
@@ -210,12 +209,12 @@ mod kernels {
         );
         for f in (0..full).step_by(16) {
             // cvtps rounds to nearest even, as `round_ties_even` in `quantize`.
-            let q = _mm512_cvtps_epi32(_mm512_mul_ps(load(f), vinv));
+            let q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(f)), vinv));
             let q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), shift);
             _mm_storeu_si128(bytes.add(f).cast(), _mm512_cvtepi32_epi8(q));
         }
-        for f in full..k {
-            let q = (at(f) * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
+        for (f, &v) in x.iter().enumerate().skip(full) {
+            let q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
             *bytes.add(f) = (q + 128) as u8;
         }
         // Padding bytes meet zero weights; any value would do.
@@ -278,16 +277,7 @@ mod kernels {
                 acc1[i] = _mm512_dpbusd_epi32(acc1[i], x, b1);
             }
         }
-        let m0: __mmask16 = if cols.count >= 16 {
-            0xffff
-        } else {
-            (1u16 << cols.count) - 1
-        };
-        let m1: __mmask16 = match cols.count {
-            NR.. => 0xffff,
-            17.. => ((1u32 << (cols.count - 16)) - 1) as u16,
-            _ => 0,
-        };
+        let (m0, m1) = masks(cols.count);
         let (s0, s1) = (
             _mm512_loadu_ps(cols.scale),
             _mm512_loadu_ps(cols.scale.add(16)),

@@ -439,7 +439,7 @@ pub(super) mod kernels {
 
     /// The column masks of a block with `cols` valid columns.
     #[inline(always)]
-    fn masks(cols: usize) -> (__mmask16, __mmask16) {
+    pub(in crate::ops) fn masks(cols: usize) -> (__mmask16, __mmask16) {
         let m0: __mmask16 = if cols >= 16 {
             0xffff
         } else {
