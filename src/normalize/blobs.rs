@@ -36,7 +36,7 @@ const WRAPPERS: &[&str] = &[
 
 /// Wrapper phrases present in `text` (case-insensitive), counted once each.
 pub fn wrapper_phrases(text: &str) -> usize {
-    let lower = text.to_lowercase();
+    let lower = super::chars::lowercase(text);
     WRAPPERS.iter().filter(|w| lower.contains(*w)).count()
 }
 

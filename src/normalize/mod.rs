@@ -110,7 +110,7 @@ fn canonical_counted(text: &str) -> (String, usize) {
     let t = fold::nfkc(&t);
     let t = fold::strip_marks(&t);
     let (t, folded) = fold::fold_confusables(&t);
-    let lower = t.to_lowercase();
+    let lower = chars::lowercase(&t);
     let spaced = candidates::despace(&lower);
     (
         collapse_whitespace(spaced.as_deref().unwrap_or(&lower)),
@@ -134,7 +134,7 @@ fn tokenizer_equivalent(text: &str) -> String {
         .filter(|c| !c.is_control() || c.is_whitespace())
         .filter(|&c| !hidden::is_default_ignorable(c))
         .collect();
-    collapse_whitespace(&fold::strip_marks(&t).to_lowercase())
+    collapse_whitespace(&chars::lowercase(&fold::strip_marks(&t)))
 }
 
 fn collapse_whitespace(text: &str) -> String {

@@ -107,7 +107,12 @@ impl ObfuscationSignals {
 /// Words (alphabetic runs) that TR39 says mix scripts no single writing system mixes.
 fn mixed_script_words(text: &str) -> usize {
     text.split(|c: char| !is_letter(c))
-        .filter(|w| !w.is_ascii() && w.chars().count() > 1 && !w.is_single_script())
+        .filter(|w| {
+            !w.is_ascii()
+                && w.chars().count() > 1
+                && !super::chars::surely_single_script(w)
+                && !w.is_single_script()
+        })
         .count()
 }
 
