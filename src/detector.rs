@@ -324,11 +324,17 @@ impl DetectorBuilder {
             )
         })?;
         let fusion = manifest.fusion.clone();
+        // Routed scores land on the scale this model's verdicts use under the builder's
+        // policy: the fused detector's when the check runs and the model has a fusion.
+        let scale = match (&fusion, self.perturb.policy) {
+            (Some(f), PerturbPolicy::Auto | PerturbPolicy::Always) => f.thresholds,
+            _ => manifest.thresholds,
+        };
         let multilingual = match (&manifest.route, self.route) {
             (Some(spec), true) => Some(Box::new(self.multilingual(
                 &model_dir,
                 &spec.multilingual,
-                manifest.thresholds,
+                scale,
             )?)),
             _ => None,
         };
@@ -353,7 +359,7 @@ impl DetectorBuilder {
     }
 
     /// The routed multilingual model, with this builder's settings, its scores mapped onto
-    /// the English model's `thresholds`.
+    /// the English model's `thresholds` (so one threshold reads both models' scores).
     fn multilingual(
         &self,
         model_dir: &Path,
