@@ -103,15 +103,16 @@ fn leet_word_counts(text: &str) -> (usize, usize) {
     let (mut mixed, mut all) = (0usize, 0usize);
     for tok in text.split_whitespace() {
         let core = tok.trim_matches(|c: char| c.is_ascii_punctuation() && c != '@' && c != '$');
-        if core.chars().count() < 2 {
+        if core.chars().nth(1).is_none() {
             continue;
         }
         all += 1;
-        let letters = core.chars().any(is_letter);
+        // Bytes: an ASCII byte in UTF-8 is always that ASCII character. The rare leet
+        // characters first, so the letter scan runs only for words that have one.
         let leet = core
-            .chars()
-            .any(|c| c.is_ascii_digit() || c == '@' || c == '$');
-        if letters && leet {
+            .bytes()
+            .any(|b| b.is_ascii_digit() || b == b'@' || b == b'$');
+        if leet && core.chars().any(is_letter) {
             mixed += 1;
         }
     }

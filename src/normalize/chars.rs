@@ -106,9 +106,10 @@ mod family {
     pub const HIRAGANA: u16 = 1 << 8;
     pub const KATAKANA: u16 = 1 << 9;
     pub const HANGUL: u16 = 1 << 10;
-    /// TR39's augmented sets: Japanese (Han, kana), Korean (Han, Hangul).
+    /// TR39's augmented sets: Japanese (Han, kana), Korean (Han, Hangul), Han with Bopomofo.
     pub const JAPANESE: u16 = 1 << 11;
     pub const KOREAN: u16 = 1 << 12;
+    pub const HAN_BOPOMOFO: u16 = 1 << 13;
 }
 
 /// The script families of the letters of the common scripts; 0 for everything else.
@@ -122,7 +123,7 @@ fn families(c: char) -> u16 {
         0x620..=0x63F | 0x641..=0x64A => ARABIC,
         0x904..=0x939 => DEVANAGARI,
         0xE01..=0xE30 => THAI,
-        0x4E00..=0x9FFF => HAN | JAPANESE | KOREAN,
+        0x4E00..=0x9FFF => HAN | JAPANESE | KOREAN | HAN_BOPOMOFO,
         0x3041..=0x3096 => HIRAGANA | JAPANESE,
         0x30A1..=0x30FA => KATAKANA | JAPANESE,
         0xAC00..=0xD7A3 => HANGUL | KOREAN,
@@ -130,14 +131,36 @@ fn families(c: char) -> u16 {
     }
 }
 
-/// Whether every character of `word` is in one script family, which makes the word
-/// single-script in TR39's sense; `false` says only that the ranges cannot tell.
-pub fn surely_single_script(word: &str) -> bool {
-    let mut shared = u16::MAX;
-    word.chars().all(|c| {
+/// Letters whose TR39 augmented script set is exactly their family's bits: one script, and
+/// only the augmented sets that script implies (tested on every member).
+fn exactly_one_family(c: char) -> bool {
+    matches!(c as u32,
+        0x41..=0x5A
+        | 0x61..=0x7A
+        | 0x391..=0x3A1
+        | 0x3A3..=0x3C9
+        | 0x410..=0x44F
+        | 0x5D0..=0x5EA
+        | 0x621..=0x63A
+        | 0x641..=0x64A
+        | 0x4E00..=0x9FFF
+        | 0xAC00..=0xD7A3)
+}
+
+/// Whether `word` is single-script in TR39's sense, from the script families alone: `Some`
+/// when its characters share a family (single) or are all [`exactly_one_family`] letters
+/// that share none (mixed, e.g. Latin with Cyrillic look-alikes); `None` when the ranges
+/// cannot tell and the full lookup must.
+pub fn single_script_by_family(word: &str) -> Option<bool> {
+    let (mut shared, mut exact) = (u16::MAX, true);
+    for c in word.chars() {
         shared &= families(c);
-        shared != 0
-    })
+        exact &= exactly_one_family(c);
+        if shared == 0 && !exact {
+            return None;
+        }
+    }
+    Some(shared != 0)
 }
 
 #[cfg(test)]
@@ -191,6 +214,31 @@ mod tests {
                 );
             }
         }
+        // Exact letters: their augmented set is their family representative's, and two
+        // representatives' sets meet exactly when their bits do.
+        let letters: Vec<char> = (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|&c| exactly_one_family(c))
+            .collect();
+        let mut reps: Vec<char> = Vec::new();
+        for &c in &letters {
+            assert_ne!(families(c), 0, "U+{:04X}", c as u32);
+            match reps.iter().find(|&&r| families(r) == families(c)) {
+                Some(&r) => assert!(
+                    AugmentedScriptSet::for_char(c) == AugmentedScriptSet::for_char(r),
+                    "U+{:04X}",
+                    c as u32
+                ),
+                None => reps.push(c),
+            }
+        }
+        for &a in &reps {
+            for &b in &reps {
+                let mut set = AugmentedScriptSet::for_char(a);
+                set.intersect_with(AugmentedScriptSet::for_char(b));
+                assert_eq!(set.is_empty(), families(a) & families(b) == 0, "{a} {b}");
+            }
+        }
         use unicode_security::MixedScript;
         for word in [
             "Привет",
@@ -200,13 +248,17 @@ mod tests {
             "hello",
             "한국어",
             "日本한국",
+            "Ignоrе",
+            "aΩ",
+            "天気ab",
         ] {
-            assert!(surely_single_script(word), "{word}");
-            assert!(word.is_single_script(), "{word}");
+            if let Some(single) = single_script_by_family(word) {
+                assert_eq!(single, word.is_single_script(), "{word}");
+            }
         }
-        // Mixed words (a Cyrillic о and е in a Latin word) are left to the full lookup.
-        assert!(!surely_single_script("Ignоrе"));
-        assert!(!surely_single_script("aΩ"));
+        assert_eq!(single_script_by_family("Ignоrе"), Some(false));
+        assert_eq!(single_script_by_family("今日は"), Some(true));
+        assert_eq!(single_script_by_family("Ignоrе—"), None);
     }
     #[test]
     fn normal_form_stable_characters_are_left_alone_by_every_form() {

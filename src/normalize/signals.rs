@@ -110,8 +110,7 @@ fn mixed_script_words(text: &str) -> usize {
         .filter(|w| {
             !w.is_ascii()
                 && w.chars().count() > 1
-                && !super::chars::surely_single_script(w)
-                && !w.is_single_script()
+                && !super::chars::single_script_by_family(w).unwrap_or_else(|| w.is_single_script())
         })
         .count()
 }
