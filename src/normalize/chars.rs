@@ -44,7 +44,7 @@ pub fn is_letter_or_digit(c: char) -> bool {
 /// Characters that every normalization form leaves alone and that never reorder or combine
 /// with a neighbour (NFD and NFKC quick check yes, canonical class 0, not a mark; tested on
 /// every member): ASCII, basic Cyrillic letters but й, Hebrew and Arabic letters without
-/// marks, Thai consonants and vowels, the ideographic comma and full stop, CJK ideographs.
+/// marks and Arabic punctuation, Thai consonants and vowels, the ideographic comma and full stop, CJK ideographs.
 #[inline]
 pub fn is_normal_form_stable(c: char) -> bool {
     matches!(c as u32,
@@ -53,6 +53,9 @@ pub fn is_normal_form_stable(c: char) -> bool {
         | 0x41A..=0x438
         | 0x43A..=0x44F
         | 0x5D0..=0x5EA
+        | 0x60C
+        | 0x61B
+        | 0x61F
         | 0x627..=0x63A
         | 0x641..=0x64A
         | 0xE01..=0xE30

@@ -171,6 +171,12 @@ pub fn fold_confusables(text: &str) -> (Cow<'_, str>, usize) {
     let mut word: Vec<char> = Vec::new();
     let flush = |word: &mut Vec<char>, out: &mut String, changed: &mut usize| {
         let has_latin = word.iter().any(|c| c.is_ascii_alphabetic());
+        // The common case in non-Latin text: nothing to fold, so no per-word lookups.
+        if !has_latin && !latin_text && word.iter().all(|&c| small_cap(c).is_none()) {
+            out.extend(word.iter());
+            word.clear();
+            return;
+        }
         // Words of other scripts in mostly non-Latin text only ever fold small capitals;
         // skipping the confusable lookup there keeps non-English text cheap.
         let mapped: Vec<Option<char>> = if has_latin || latin_text {
