@@ -44,7 +44,8 @@ pub fn is_letter_or_digit(c: char) -> bool {
 /// Characters that every normalization form leaves alone and that never reorder or combine
 /// with a neighbour (NFD and NFKC quick check yes, canonical class 0, not a mark; tested on
 /// every member): ASCII, basic Cyrillic letters but й, Hebrew and Arabic letters without
-/// marks and Arabic punctuation, Thai consonants and vowels, the ideographic comma and full stop, CJK ideographs.
+/// marks, Arabic punctuation, Thai consonants and vowels, the ideographic comma and full stop,
+/// CJK ideographs.
 #[inline]
 pub fn is_normal_form_stable(c: char) -> bool {
     matches!(c as u32,
