@@ -324,12 +324,8 @@ impl DetectorBuilder {
             )
         })?;
         let fusion = manifest.fusion.clone();
-        // Routed scores land on the scale this model's verdicts use under the builder's
-        // policy: the fused detector's when the check runs and the model has a fusion.
-        let scale = match (&fusion, self.perturb.policy) {
-            (Some(f), PerturbPolicy::Auto | PerturbPolicy::Always) => f.thresholds,
-            _ => manifest.thresholds,
-        };
+        // Routed scores land on the scale this model's verdicts use under the builder's policy.
+        let scale = presets(fusion.as_ref(), manifest.thresholds, self.perturb.policy);
         let multilingual = match (&manifest.route, self.route) {
             (Some(spec), true) => Some(Box::new(self.multilingual(
                 &model_dir,
@@ -389,6 +385,15 @@ impl DetectorBuilder {
         d.score_map = Some(map);
         d.manifest.thresholds = thresholds;
         Ok(d)
+    }
+}
+
+/// The preset thresholds verdicts use under `policy`: the fused detector's when the check can
+/// run and the model has a fusion, else the classifier's.
+fn presets(fusion: Option<&Fusion>, classifier: Thresholds, policy: PerturbPolicy) -> Thresholds {
+    match (fusion, policy) {
+        (Some(f), PerturbPolicy::Auto | PerturbPolicy::Always) => f.thresholds,
+        _ => classifier,
     }
 }
 
@@ -502,10 +507,7 @@ impl Detector {
     /// The threshold under `policy`: a preset resolves to the fused detector's threshold when
     /// the check can run and the model has a fusion, else to the classifier's.
     pub fn threshold_for(&self, policy: PerturbPolicy) -> f32 {
-        let presets = match (&self.fusion, policy) {
-            (Some(f), PerturbPolicy::Auto | PerturbPolicy::Always) => f.thresholds,
-            _ => self.manifest.thresholds,
-        };
+        let presets = presets(self.fusion.as_ref(), self.manifest.thresholds, policy);
         match self.threshold {
             Threshold::Strict => presets.strict,
             Threshold::Balanced => presets.balanced,

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use tremble::manifest::Thresholds;
+use tremble::signals::sensitivity::{Fusion, FUSION_INPUTS, FUSION_INPUT_NAMES};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -65,5 +67,24 @@ pub fn real_e5_base(test: &str) -> Option<PathBuf> {
     } else {
         eprintln!("SKIPPED {test}: multilingual-e5-small absent (run scripts/setup.sh)");
         None
+    }
+}
+
+/// A fusion with these weights on unstandardized inputs, fitted (so it says) with 8 copies at
+/// rate 0.1, and presets 0.9 / 0.8 / 0.7 of its own.
+pub fn fusion(weights: [f32; FUSION_INPUTS], bias: f32) -> Fusion {
+    Fusion {
+        inputs: FUSION_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
+        center: vec![0.0; FUSION_INPUTS],
+        scale: vec![1.0; FUSION_INPUTS],
+        weights: weights.to_vec(),
+        bias,
+        copies: 8,
+        rate: 0.1,
+        thresholds: Thresholds {
+            strict: 0.9,
+            balanced: 0.8,
+            permissive: 0.7,
+        },
     }
 }

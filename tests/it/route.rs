@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tremble::manifest::{DetectorManifest, RouteSpec, Thresholds};
 use tremble::route::ScoreMap;
-use tremble::signals::sensitivity::{Fusion, FUSION_INPUTS, FUSION_INPUT_NAMES};
+use tremble::signals::sensitivity::Fusion;
 use tremble::{Detector, DeviceChoice};
 
 const ML_THRESHOLDS: Thresholds = Thresholds {
@@ -47,29 +47,11 @@ fn detector(dir: &Path, route: bool) -> Detector {
         .unwrap()
 }
 
-/// Identity on the base logit, with presets of its own (the fused detector's scale).
-fn identity_fusion() -> Fusion {
-    let mut weights = vec![0.0; FUSION_INPUTS];
-    weights[0] = 1.0;
-    Fusion {
-        inputs: FUSION_INPUT_NAMES.iter().map(|s| s.to_string()).collect(),
-        center: vec![0.0; FUSION_INPUTS],
-        scale: vec![1.0; FUSION_INPUTS],
-        weights,
-        bias: 0.0,
-        copies: 4,
-        rate: 0.1,
-        thresholds: Thresholds {
-            strict: 0.9,
-            balanced: 0.8,
-            permissive: 0.7,
-        },
-    }
-}
-
 #[test]
 fn text_in_other_languages_goes_to_the_multilingual_model_on_the_english_scale() {
-    for fusion in [None, Some(identity_fusion())] {
+    // Identity on the base logit, with presets of its own (the fused detector's scale).
+    let identity = crate::common::fusion([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 0.0);
+    for fusion in [None, Some(identity)] {
         routed_scores_use_the_english_scale(fusion);
     }
 }
