@@ -4,54 +4,46 @@
 
 use std::borrow::Cow;
 
-use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::{is_nfd_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
+use unicode_normalization::char::{decompose_canonical, is_combining_mark};
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 use super::chars::{is_letter, is_letter_or_digit, is_normal_form_stable};
 
-/// NFKC, skipped for text already in it (ASCII, or what the quick check says is normal).
+/// NFKC, computed only on the stretches of text that need it. The text is cut before every
+/// [`is_normal_form_stable`] character: such a character has canonical class 0 (nothing
+/// reorders across it), maps to itself and passes the quick check (it is never the second
+/// half of a composition), so nothing before it composes with anything after it and the
+/// stretches' forms joined are the text's form (tested against the whole-text form). A stretch
+/// is normalized only when it holds an unstable character and fails the quick check: a few
+/// full-width commas no longer send a whole kibibyte of CJK text through the composer.
 pub fn nfkc(text: &str) -> Cow<'_, str> {
-    piecewise(
-        text,
-        |p| is_nfkc_quick(p.chars()) == IsNormalized::Yes,
-        |p, out| out.extend(p.nfkc()),
-    )
-}
-
-/// NFD with every combining mark dropped: undoes accents, underlines and zalgo stacks.
-pub fn strip_marks(text: &str) -> Cow<'_, str> {
-    piecewise(
-        text,
-        |p| !p.chars().any(is_combining_mark) && is_nfd_quick(p.chars()) == IsNormalized::Yes,
-        |p, out| out.extend(p.nfd().filter(|&c| !is_combining_mark(c))),
-    )
-}
-
-/// `normalize` applied piece by piece (the text split after each ASCII space), and only to
-/// the pieces that are neither all [`is_normal_form_stable`] characters nor passed by
-/// `is_normal`; the text is borrowed when no piece changes. A space has canonical class 0,
-/// decomposes to itself and composes with nothing, so no normalization form reorders or
-/// composes across one: the pieces' forms joined are the text's form (tested against the
-/// whole-text form). Decomposing was most of the normalizer's cost on non-Latin text, and a
-/// few full-width commas should not make it decompose a whole kibibyte.
-fn piecewise<'a>(
-    text: &'a str,
-    is_normal: impl Fn(&str) -> bool,
-    normalize: impl Fn(&str, &mut String),
-) -> Cow<'a, str> {
     if text.is_ascii() {
         return Cow::Borrowed(text);
     }
     let mut out: Option<String> = None;
-    let (mut copied, mut at) = (0, 0);
-    for piece in text.split_inclusive(' ') {
-        if !piece.chars().all(is_normal_form_stable) && !is_normal(piece) {
+    let mut copied = 0;
+    let (mut start, mut unstable) = (0, false);
+    let flush = |start: usize, end: usize, out: &mut Option<String>, copied: &mut usize| {
+        let stretch = &text[start..end];
+        if is_nfkc_quick(stretch.chars()) != IsNormalized::Yes {
             let o = out.get_or_insert_with(|| String::with_capacity(text.len() + 16));
-            o.push_str(&text[copied..at]);
-            normalize(piece, o);
-            copied = at + piece.len();
+            o.push_str(&text[*copied..start]);
+            o.extend(stretch.nfkc());
+            *copied = end;
         }
-        at += piece.len();
+    };
+    for (i, c) in text.char_indices() {
+        if is_normal_form_stable(c) {
+            if unstable {
+                flush(start, i, &mut out, &mut copied);
+            }
+            (start, unstable) = (i, false);
+        } else {
+            unstable = true;
+        }
+    }
+    if unstable {
+        flush(start, text.len(), &mut out, &mut copied);
     }
     match out {
         None => Cow::Borrowed(text),
@@ -60,6 +52,47 @@ fn piecewise<'a>(
             Cow::Owned(o)
         }
     }
+}
+
+/// NFD with every combining mark dropped: undoes accents, underlines and zalgo stacks.
+///
+/// Per character: NFD is each character's canonical decomposition, concatenated, with the
+/// marks of non-zero combining class reordered; every such character is a combining mark
+/// (tested on every code point), and all of them are dropped here, so the reordering never
+/// shows and one pass without buffering gives the same text.
+pub fn strip_marks(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let changes = |c: char| !is_normal_form_stable(c) && (is_combining_mark(c) || decomposes(c));
+    let Some(first) = text
+        .char_indices()
+        .find(|&(_, c)| changes(c))
+        .map(|(i, _)| i)
+    else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        if is_normal_form_stable(c) {
+            out.push(c);
+        } else {
+            decompose_canonical(c, |d| {
+                if !is_combining_mark(d) {
+                    out.push(d)
+                }
+            });
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `c` has a canonical decomposition other than itself.
+fn decomposes(c: char) -> bool {
+    let mut same = true;
+    decompose_canonical(c, |d| same &= d == c);
+    !same
 }
 
 /// Combining marks stacked beyond two on one base character (zalgo), counted.
@@ -340,6 +373,35 @@ pub fn unflip(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// What makes `strip_marks`' single pass exact: NFD only ever reorders characters of
+    /// non-zero combining class, and each of them is a mark the pass drops.
+    #[test]
+    fn every_reordering_character_is_a_dropped_mark() {
+        use unicode_normalization::char::canonical_combining_class;
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if canonical_combining_class(c) != 0 {
+                assert!(is_combining_mark(c), "U+{:04X}", c as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn strip_marks_is_nfd_without_marks_on_every_code_point() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let one: &str = c.encode_utf8(&mut buf);
+            let want: String = one.nfd().filter(|&d| !is_combining_mark(d)).collect();
+            let got = strip_marks(one);
+            assert_eq!(got, want, "U+{:04X}", c as u32);
+            assert_eq!(
+                matches!(got, Cow::Borrowed(_)),
+                want == one,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
     #[test]
     fn the_flip_glyph_match_is_the_table() {
         for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
@@ -365,7 +427,7 @@ mod tests {
         }
         // Random texts from characters that decompose, compose, reorder or are spaces.
         let alphabet: Vec<char> =
-            " \u{301}\u{308}\u{323}\u{335}aeoAé한각\u{1100}\u{1161}\u{11A8}，Ｉ½ﬁ´ё"
+            " \u{301}\u{308}\u{323}\u{335}aeoAé한각\u{1100}\u{1161}\u{11A8}，Ｉ½ﬁ´ёи\u{306}て\u{3099}日。ا\u{653}"
                 .chars()
                 .collect();
         let mut rng = crate::rng::Rng::new(17);

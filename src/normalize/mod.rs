@@ -97,24 +97,55 @@ pub fn canonical(text: &str) -> String {
     canonical_counted(text).0
 }
 
-/// [`canonical`] and the number of confusables it folded.
-fn canonical_counted(text: &str) -> (String, usize) {
+/// How much of the canonical pipeline left the text alone, so that the tokenizer equivalent
+/// of the input can be had for less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untouched {
+    /// Some character-level step changed the text.
+    Nothing,
+    /// No control, invisible or bidi character was rendered or dropped: the tokenizer's
+    /// filter would keep every character.
+    Visible,
+    /// Only the steps a tokenizer takes anyway (marks, case, whitespace) changed the text:
+    /// the canonical text *is* the tokenizer equivalent.
+    AllButTokenizerSteps,
+}
+
+/// [`canonical`], the number of confusables it folded, and what it left alone.
+fn canonical_counted(text: &str) -> (String, usize, Untouched) {
+    use std::borrow::Cow;
+    let untouched = |t: &Cow<'_, str>| matches!(t, Cow::Borrowed(_));
     let t = hidden::render_backspaces(text);
+    let mut visible = untouched(&t);
     let t = hidden::render_bidi(&t);
+    visible &= untouched(&t);
+    // Drops every character the tokenizer's filter drops (and vertical tab, form feed, NEL).
     let t = hidden::strip_invisible(&t);
+    visible &= untouched(&t);
+    let mut plain = visible;
     let t = if fold::looks_flipped(&t) {
-        std::borrow::Cow::Owned(fold::unflip(&t))
+        plain = false;
+        Cow::Owned(fold::unflip(&t))
     } else {
         t
     };
     let t = fold::nfkc(&t);
+    plain &= untouched(&t);
     let t = fold::strip_marks(&t);
     let (t, folded) = fold::fold_confusables(&t);
+    plain &= untouched(&t);
     let lower = chars::lowercase(&t);
     let spaced = candidates::despace(&lower);
+    plain &= spaced.is_none();
+    let kept = match (plain, visible) {
+        (true, _) => Untouched::AllButTokenizerSteps,
+        (false, true) => Untouched::Visible,
+        (false, false) => Untouched::Nothing,
+    };
     (
         collapse_whitespace(spaced.as_deref().unwrap_or(&lower)),
         folded,
+        kept,
     )
 }
 
@@ -134,7 +165,12 @@ fn tokenizer_equivalent(text: &str) -> String {
         .filter(|c| !c.is_control() || c.is_whitespace())
         .filter(|&c| !hidden::is_default_ignorable(c))
         .collect();
-    collapse_whitespace(&chars::lowercase(&fold::strip_marks(&t)))
+    tokenizer_steps(&t)
+}
+
+/// [`tokenizer_equivalent`] of text the tokenizer's filter keeps whole.
+fn tokenizer_steps(text: &str) -> String {
+    collapse_whitespace(&chars::lowercase(&fold::strip_marks(text)))
 }
 
 fn collapse_whitespace(text: &str) -> String {
@@ -177,8 +213,13 @@ pub fn normalize(text: &str, max_views: usize) -> Normalized {
         };
         views.push(view(ViewKind::Decoded, canonical(&decoded)));
     }
-    let (canon, folded) = canonical_counted(text);
+    let (canon, folded, kept) = canonical_counted(text);
     signals.confusables = folded;
+    let same_as_raw = match kept {
+        Untouched::AllButTokenizerSteps => canon.clone(),
+        Untouched::Visible => tokenizer_steps(text),
+        Untouched::Nothing => tokenizer_equivalent(text),
+    };
     // Guesses are read off the canonical text; they rank after it.
     let mut guesses = Vec::new();
     if let Some(d) = candidates::deleet(&canon) {
@@ -193,7 +234,6 @@ pub fn normalize(text: &str, max_views: usize) -> Normalized {
     views.push(view(ViewKind::Normalized, canon));
     views.extend(guesses);
 
-    let same_as_raw = tokenizer_equivalent(text);
     let mut kept: Vec<View> = Vec::new();
     for v in views {
         if kept.len() >= max_views {

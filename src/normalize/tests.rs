@@ -109,3 +109,60 @@ fn views_are_capped_and_distinct() {
     assert_ne!(n.views[0].text, n.views[1].text);
     assert!(normalize(&text, 0).views.is_empty());
 }
+
+/// The shortcuts in `normalize`: when `canonical_counted` says only tokenizer steps changed the
+/// text, its result must be exactly `tokenizer_equivalent` of the input; when it says nothing
+/// invisible was touched, `tokenizer_steps` must be. Checked on every
+/// evasion technique applied to several texts and on random character soups (controls,
+/// invisibles, marks, confusables, flip glyphs, spaced letters, non-Latin scripts).
+#[test]
+fn plain_canonical_is_the_tokenizer_equivalent() {
+    let mut texts: Vec<String> = [
+        ATTACK,
+        "Привет, как дела? 今日はいい天気ですね。 مرحبا، كيف حالك؟",
+        "Ça va très bien, merci! Ｉｇｎｏｒｅ",
+        "Family: 👨‍👩‍👧 and ❤️\u{b}\u{c}\u{85}tab\there",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for &t in crate::evasion::Technique::ALL {
+        for (i, base) in [ATTACK, "The committee met on Tuesday."].iter().enumerate() {
+            texts.push(crate::evasion::apply(t, base, 0.3, i as u64));
+        }
+    }
+    let alphabet: Vec<char> =
+        " a e I l o  \u{301}\u{200B}\u{202E}\u{8}\u{b}\u{85}\t\nоаɪᴀʇǝ，Ｉ한ё日ب"
+            .chars()
+            .collect();
+    let mut rng = crate::rng::Rng::new(23);
+    for _ in 0..5_000 {
+        let len = 1 + rng.below(16);
+        texts.push(
+            (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect(),
+        );
+    }
+    let mut seen = [0usize; 3];
+    for text in &texts {
+        let (canon, _, kept) = canonical_counted(text);
+        match kept {
+            Untouched::AllButTokenizerSteps => {
+                seen[0] += 1;
+                assert_eq!(canon, tokenizer_equivalent(text), "{text:?}")
+            }
+            Untouched::Visible => {
+                seen[1] += 1;
+                assert_eq!(
+                    tokenizer_steps(text),
+                    tokenizer_equivalent(text),
+                    "{text:?}"
+                )
+            }
+            Untouched::Nothing => seen[2] += 1,
+        }
+    }
+    // The checks mean something only if every kind of text occurs often.
+    assert!(seen.iter().all(|&n| n > 100), "{seen:?}");
+}
