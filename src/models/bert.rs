@@ -391,7 +391,8 @@ impl BertLayer {
         let pre = ops::packed_linear(&a, &p.intermediate)?;
         let i = match (self.relu, self.intermediate.bias()) {
             (true, _) => pre.relu()?,
-            (false, Some(bias)) => ops::bias_gelu(&pre, bias)?,
+            // `pre` is the packed kernel's fresh output, held by nothing else.
+            (false, Some(bias)) => ops::bias_gelu::bias_gelu_in_place(pre, bias)?,
             (false, None) => pre.gelu_erf()?,
         };
         let out = ops::packed_linear(&i, &p.output)?;

@@ -7,9 +7,30 @@
 //! f32, f16 or bf16; arithmetic in f32.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, DType, InplaceOp2, Layout, Result, Shape, Tensor, D,
+};
 
 use super::elem::{check_float, contiguous, for_rows, storage, unsupported, Elem};
+
+/// [`BiasGelu`] overwriting its input: no output buffer to allocate and zero-fill (the zero
+/// fill alone was 1.4% of a 1 × 128 forward).
+struct BiasGeluInPlace;
+
+impl InplaceOp2 for BiasGeluInPlace {
+    fn name(&self) -> &'static str {
+        "bias_gelu_in_place"
+    }
+
+    fn cpu_fwd(&self, x: &mut CpuStorage, xl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<()> {
+        match (x, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => cpu_in_place(x, xl, b, bl),
+            (CpuStorage::F16(x), CpuStorage::F16(b)) => cpu_in_place(x, xl, b, bl),
+            (CpuStorage::BF16(x), CpuStorage::BF16(b)) => cpu_in_place(x, xl, b, bl),
+            (x, _) => unsupported("bias_gelu", xl, x.dtype()).map(|_: (CpuStorage, Shape)| ()),
+        }
+    }
+}
 
 /// erf in f32 (the coefficients of Eigen's float erf: odd numerator of degree 13 over an even
 /// denominator of degree 8, input clamped at ±4 where erf rounds to ±1). Same operations, in
@@ -137,6 +158,21 @@ fn cpu<T: Elem>(x: &[T], xl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
     Ok(out)
 }
 
+fn cpu_in_place<T: Elem>(x: &mut [T], xl: &Layout, b: &[T], bl: &Layout) -> Result<()> {
+    let Some((start, end)) = xl.contiguous_offsets() else {
+        bail!("bias_gelu: x {:?} must be contiguous", xl.shape());
+    };
+    let b: Vec<f32> = contiguous(b, bl, "bias_gelu: bias")?
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    let cols = b.len();
+    for_rows(&mut x[start..end], cols, |_, row| {
+        gelu_row_in_place(row, &b)
+    });
+    Ok(())
+}
+
 /// One row, with 256-bit vectors where the CPU has AVX2 (the build targets baseline x86-64,
 /// whose 128-bit vectors left this op at 4% of a forward). Same operations in the same order
 /// either way (no fused multiply-adds), so the results are identical.
@@ -154,6 +190,30 @@ fn gelu_row<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn gelu_row_avx2<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
     gelu_row_body(o, xs, b);
+}
+
+/// [`gelu_row`] writing over its input.
+fn gelu_row_in_place<T: Elem>(o: &mut [T], b: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature was just detected.
+        unsafe { gelu_row_in_place_avx2(o, b) };
+        return;
+    }
+    gelu_row_in_place_body(o, b);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gelu_row_in_place_avx2<T: Elem>(o: &mut [T], b: &[f32]) {
+    gelu_row_in_place_body(o, b);
+}
+
+#[inline(always)]
+fn gelu_row_in_place_body<T: Elem>(o: &mut [T], b: &[f32]) {
+    for (y, &c) in o.iter_mut().zip(b) {
+        *y = T::of_f32(gelu(y.to_f32() + c));
+    }
 }
 
 #[inline(always)]
@@ -197,6 +257,21 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     check(x, bias)?;
     x.contiguous()?
         .apply_op2_no_bwd(&bias.contiguous()?, &BiasGelu)
+}
+
+/// [`bias_gelu`] written over `x` on the CPU (other devices get a new tensor). For tensors
+/// this crate has just made and holds alone: every tensor sharing `x`'s storage sees the
+/// change.
+///
+/// # Errors
+/// As [`bias_gelu`].
+pub(crate) fn bias_gelu_in_place(x: Tensor, bias: &Tensor) -> Result<Tensor> {
+    check(&x, bias)?;
+    if !x.device().is_cpu() || !x.is_contiguous() {
+        return bias_gelu(&x, bias);
+    }
+    x.inplace_op2(&bias.contiguous()?, &BiasGeluInPlace)?;
+    Ok(x)
 }
 
 /// [`bias_gelu`] made of plain candle ops (`broadcast_add`, `gelu_erf`): differentiable, any

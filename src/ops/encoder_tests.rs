@@ -95,6 +95,30 @@ fn bias_gelu_matches_reference() {
 }
 
 #[test]
+fn bias_gelu_in_place_is_bias_gelu_bit_for_bit() {
+    for (i, dims) in ROW_SHAPES.iter().enumerate() {
+        let h = dims[dims.len() - 1];
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let x = randn(dims, 4.0, 70 + i as u64).to_dtype(dtype).unwrap();
+            let b = randn(&[h], 1.0, 90 + i as u64).to_dtype(dtype).unwrap();
+            let want = bias_gelu(&x, &b).unwrap();
+            // A copy: the op writes over the storage it is given.
+            let got = bias_gelu::bias_gelu_in_place(x.copy().unwrap(), &b).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let (got, want) = (
+                got.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+                want.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+            );
+            assert_eq!(
+                got.to_vec1::<f32>().unwrap(),
+                want.to_vec1::<f32>().unwrap(),
+                "{dims:?} {dtype:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn erf_is_accurate_everywhere() {
     let mut worst = 0f64;
     for i in -60_000..=60_000 {
