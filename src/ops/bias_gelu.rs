@@ -195,11 +195,24 @@ unsafe fn gelu_row_avx2<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
 /// [`gelu_row`] writing over its input.
 fn gelu_row_in_place<T: Elem>(o: &mut [T], b: &[f32]) {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was just detected.
+        unsafe { gelu_row_in_place_avx512(o, b) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the feature was just detected.
         unsafe { gelu_row_in_place_avx2(o, b) };
         return;
     }
+    gelu_row_in_place_body(o, b);
+}
+
+/// The encoder's path on CPUs with AVX-512 (the packed kernels need it): 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_row_in_place_avx512<T: Elem>(o: &mut [T], b: &[f32]) {
     gelu_row_in_place_body(o, b);
 }
 
