@@ -95,6 +95,30 @@ fn decomposes(c: char) -> bool {
     !same
 }
 
+/// The small capitals that canonical decomposition takes apart (ǫ, the small-caps q, is an o
+/// with an ogonek; tested to be the only one on every code point).
+const MARKED_SMALL_CAPS: [char; 1] = ['ǫ'];
+
+/// Folds [`MARKED_SMALL_CAPS`] to their letters; runs before [`nfkc`] and [`strip_marks`], or
+/// the q would read as o. Returns the text and how many characters changed.
+pub fn fold_marked_small_caps(text: &str) -> (Cow<'_, str>, usize) {
+    if text.is_ascii() || !text.contains(MARKED_SMALL_CAPS) {
+        return (Cow::Borrowed(text), 0);
+    }
+    let mut changed = 0;
+    let out = text
+        .chars()
+        .map(|c| match small_cap(c) {
+            Some(a) if MARKED_SMALL_CAPS.contains(&c) => {
+                changed += 1;
+                a
+            }
+            _ => c,
+        })
+        .collect();
+    (Cow::Owned(out), changed)
+}
+
 /// Combining marks stacked beyond two on one base character (zalgo), counted.
 pub fn excess_marks(text: &str) -> usize {
     let mut run = 0usize;
@@ -383,6 +407,25 @@ mod tests {
                 assert!(is_combining_mark(c), "U+{:04X}", c as u32);
             }
         }
+    }
+
+    #[test]
+    fn marked_small_caps_are_exactly_the_ones_decomposition_takes_apart() {
+        let found: Vec<char> = (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|&c| small_cap(c).is_some() && (decomposes(c) || nfkc_changes(c)))
+            .collect();
+        assert_eq!(found, MARKED_SMALL_CAPS);
+        assert_eq!(
+            fold_marked_small_caps("ǫuick ǫ"),
+            (Cow::Owned("quick q".into()), 2)
+        );
+    }
+
+    fn nfkc_changes(c: char) -> bool {
+        let mut buf = [0u8; 4];
+        let one: &str = c.encode_utf8(&mut buf);
+        one.nfkc().collect::<String>() != one
     }
 
     #[test]

@@ -129,11 +129,16 @@ fn canonical_counted(text: &str) -> (String, usize, Untouched) {
     } else {
         t
     };
+    // Before NFKC: a precomposed ǫ is the small-caps q, but NFKC also composes an o with a
+    // stray ogonek (zalgo) into ǫ, and that one must read as o.
+    let (t, marked) = fold::fold_marked_small_caps(&t);
+    plain &= untouched(&t);
     let t = fold::nfkc(&t);
     plain &= untouched(&t);
     let t = fold::strip_marks(&t);
     let (t, folded) = fold::fold_confusables(&t);
     plain &= untouched(&t);
+    let folded = folded + marked;
     let lower = chars::lowercase(&t);
     let spaced = candidates::despace(&lower);
     plain &= spaced.is_none();

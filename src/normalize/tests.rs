@@ -166,3 +166,15 @@ fn plain_canonical_is_the_tokenizer_equivalent() {
     // The checks mean something only if every kind of text occurs often.
     assert!(seen.iter().all(|&n| n > 100), "{seen:?}");
 }
+
+/// Small caps over the whole alphabet read back, q included (its small capital ǫ decomposes
+/// into o + ogonek, so it must be folded before marks are stripped).
+#[test]
+fn small_caps_of_every_letter_read_back() {
+    let text = "The quick brown fox jumps over the lazy dog; quote the query exactly";
+    for seed in 0..4 {
+        let caps = crate::evasion::apply(crate::evasion::Technique::SmallCaps, text, 1.0, seed);
+        assert_ne!(caps, text);
+        assert_eq!(canonical(&caps), text.to_lowercase(), "{caps}");
+    }
+}
