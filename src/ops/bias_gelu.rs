@@ -27,7 +27,7 @@ impl InplaceOp2 for BiasGeluInPlace {
             (CpuStorage::F32(x), CpuStorage::F32(b)) => cpu_in_place(x, xl, b, bl),
             (CpuStorage::F16(x), CpuStorage::F16(b)) => cpu_in_place(x, xl, b, bl),
             (CpuStorage::BF16(x), CpuStorage::BF16(b)) => cpu_in_place(x, xl, b, bl),
-            (x, _) => unsupported("bias_gelu", xl, x.dtype()).map(|_: (CpuStorage, Shape)| ()),
+            (x, _) => unsupported("bias_gelu", xl, x.dtype()),
         }
     }
 }
@@ -144,17 +144,10 @@ impl CustomOp2 for BiasGelu {
 #[cfg(feature = "cuda")]
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bias_gelu.ptx"));
 
+/// The op on a copy of `x`: the in-place rows run on it, so both forms give the same bits.
 fn cpu<T: Elem>(x: &[T], xl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
-    let x = contiguous(x, xl, "bias_gelu: x")?;
-    let b: Vec<f32> = contiguous(b, bl, "bias_gelu: bias")?
-        .iter()
-        .map(|v| v.to_f32())
-        .collect();
-    let cols = b.len();
-    let mut out = vec![T::zero(); x.len()];
-    for_rows(&mut out, cols, |i, o| {
-        gelu_row(o, &x[i * cols..(i + 1) * cols], &b)
-    });
+    let mut out = contiguous(x, xl, "bias_gelu: x")?.to_vec();
+    gelu_rows(&mut out, b, bl)?;
     Ok(out)
 }
 
@@ -162,77 +155,55 @@ fn cpu_in_place<T: Elem>(x: &mut [T], xl: &Layout, b: &[T], bl: &Layout) -> Resu
     let Some((start, end)) = xl.contiguous_offsets() else {
         bail!("bias_gelu: x {:?} must be contiguous", xl.shape());
     };
+    gelu_rows(&mut x[start..end], b, bl)
+}
+
+/// `gelu(x + bias)` over the rows of `x`, in place.
+fn gelu_rows<T: Elem>(x: &mut [T], b: &[T], bl: &Layout) -> Result<()> {
     let b: Vec<f32> = contiguous(b, bl, "bias_gelu: bias")?
         .iter()
         .map(|v| v.to_f32())
         .collect();
-    let cols = b.len();
-    for_rows(&mut x[start..end], cols, |_, row| {
-        gelu_row_in_place(row, &b)
-    });
+    for_rows(x, b.len(), |_, row| gelu_row(row, &b));
     Ok(())
 }
 
-/// One row, with 256-bit vectors where the CPU has AVX2 (the build targets baseline x86-64,
-/// whose 128-bit vectors left this op at 4% of a forward). Same operations in the same order
-/// either way (no fused multiply-adds), so the results are identical.
-fn gelu_row<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the feature was just detected.
-        unsafe { gelu_row_avx2(o, xs, b) };
-        return;
-    }
-    gelu_row_body(o, xs, b);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gelu_row_avx2<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
-    gelu_row_body(o, xs, b);
-}
-
-/// [`gelu_row`] writing over its input.
-fn gelu_row_in_place<T: Elem>(o: &mut [T], b: &[f32]) {
+/// One row, in place, with 512- or 256-bit vectors where the CPU has AVX-512 or AVX2 (the
+/// build targets baseline x86-64, whose 128-bit vectors left this op at 4% of a forward).
+/// Same operations in the same order every way (no fused multiply-adds), so the results are
+/// identical.
+fn gelu_row<T: Elem>(o: &mut [T], b: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the feature was just detected.
-        unsafe { gelu_row_in_place_avx512(o, b) };
+        unsafe { gelu_row_avx512(o, b) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the feature was just detected.
-        unsafe { gelu_row_in_place_avx2(o, b) };
+        unsafe { gelu_row_avx2(o, b) };
         return;
     }
-    gelu_row_in_place_body(o, b);
+    gelu_row_body(o, b);
 }
 
-/// The encoder's path on CPUs with AVX-512 (the packed kernels need it): 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gelu_row_in_place_avx512<T: Elem>(o: &mut [T], b: &[f32]) {
-    gelu_row_in_place_body(o, b);
+unsafe fn gelu_row_avx512<T: Elem>(o: &mut [T], b: &[f32]) {
+    gelu_row_body(o, b);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gelu_row_in_place_avx2<T: Elem>(o: &mut [T], b: &[f32]) {
-    gelu_row_in_place_body(o, b);
+unsafe fn gelu_row_avx2<T: Elem>(o: &mut [T], b: &[f32]) {
+    gelu_row_body(o, b);
 }
 
 #[inline(always)]
-fn gelu_row_in_place_body<T: Elem>(o: &mut [T], b: &[f32]) {
+fn gelu_row_body<T: Elem>(o: &mut [T], b: &[f32]) {
     for (y, &c) in o.iter_mut().zip(b) {
         *y = T::of_f32(gelu(y.to_f32() + c));
-    }
-}
-
-#[inline(always)]
-fn gelu_row_body<T: Elem>(o: &mut [T], xs: &[T], b: &[f32]) {
-    for ((y, &v), &c) in o.iter_mut().zip(xs).zip(b) {
-        *y = T::of_f32(gelu(v.to_f32() + c));
     }
 }
 
