@@ -72,6 +72,13 @@ impl ViewKind {
     }
 }
 
+/// Whether the detector scores the raw text next to views of these kinds: only when none of
+/// them reads the whole text (a whole reading replaces the raw text, whose odd glyphs or
+/// encodings would otherwise flag harmless text; payload-only views compete with it).
+pub fn scored_with_raw(kinds: impl IntoIterator<Item = ViewKind>) -> bool {
+    !kinds.into_iter().any(ViewKind::reads_whole_text)
+}
+
 /// A text to score in place of (in addition to) the raw input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {

@@ -5,12 +5,13 @@
 pub mod augment;
 pub mod calibrate;
 pub mod data;
+pub mod evade;
 pub mod features;
 pub mod fusion;
 pub mod logistic;
 pub mod trainer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -26,6 +27,7 @@ use augment::{splice_injections, SpliceConfig};
 use data::{
     drop_held_out, in_calibration, read_examples, row_weights, sample, Example, SampleCaps,
 };
+use evade::{evasion_rows, EvasionConfig};
 use features::{FeatureJob, WindowFeatures};
 use trainer::{RowLabel, StepReport, TrainConfig, TrainModel};
 
@@ -52,6 +54,8 @@ pub struct TrainJob {
     pub max_windows_per_attack_row: usize,
     /// Payloads spliced into benign documents of the training split (see [`augment`]).
     pub splice: SpliceConfig,
+    /// Training rows rewritten by evasion techniques (see [`evade`]).
+    pub evasion: EvasionConfig,
     pub calibration_fraction: f64,
     /// Use at most this many training rows (a quick run); calibration shrinks in proportion.
     pub limit_rows: Option<usize>,
@@ -78,6 +82,8 @@ pub struct TrainSummary {
     pub train_rows: usize,
     /// Of `train_rows`, how many were made by splicing payloads into benign documents.
     pub spliced_rows: usize,
+    /// Of `train_rows`, how many were rewritten by evasion techniques.
+    pub evasion_rows: usize,
     pub calibration_rows: usize,
     /// Rows set aside by `holdout_langs` (their languages and translated twins).
     pub held_out_rows: usize,
@@ -115,10 +121,12 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let mut train_rows = sample(&examples, &train_idx, job.caps, cfg.seed);
     let mut cal_rows = calibration_sample(&examples, &cal_idx, job.caps, cfg.seed);
     let mut splice = job.splice;
+    let mut evasion = job.evasion;
     if let Some(limit) = job.limit_rows {
         let frac = limit as f64 / train_rows.len().max(1) as f64;
         if frac < 1.0 {
             splice.rows = (splice.rows as f64 * frac).ceil() as usize;
+            evasion.rows = (evasion.rows as f64 * frac).ceil() as usize;
         }
         let mut rng = crate::rng::Rng::new(cfg.seed ^ 0x11);
         rng.shuffle(&mut train_rows);
@@ -130,6 +138,16 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let spliced_rows = spliced.len();
     train_rows.extend(examples.len()..examples.len() + spliced_rows);
     examples.extend(spliced);
+    // Rewritten rows are trained on the texts the detector would score for them; every other
+    // row on its own text.
+    let rewritten = evasion_rows(&examples, &train_rows, evasion, cfg.seed);
+    let evasion_rows = rewritten.len();
+    let mut scored_texts: HashMap<usize, Vec<String>> = HashMap::new();
+    for r in rewritten {
+        train_rows.push(examples.len());
+        scored_texts.insert(examples.len(), r.scored);
+        examples.push(r.example);
+    }
     for (what, rows) in [("training", &train_rows), ("calibration", &cal_rows)] {
         let attacks = rows.iter().filter(|&&i| examples[i].is_attack()).count();
         if attacks == 0 || attacks == rows.len() {
@@ -183,13 +201,17 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
         spec: job.window,
         texts: all_rows
             .iter()
-            .map(|&i| {
+            .flat_map(|&i| {
                 let max = if examples[i].is_attack() {
                     job.max_windows_per_attack_row
                 } else {
                     job.max_windows_per_row
                 };
-                (i as u32, examples[i].text.as_str(), max)
+                let texts: Vec<&str> = match scored_texts.get(&i) {
+                    Some(t) => t.iter().map(String::as_str).collect(),
+                    None => vec![examples[i].text.as_str()],
+                };
+                texts.into_iter().map(move |t| (i as u32, t, max))
             })
             .collect(),
         layer: bert.num_hidden_layers - cfg.train_layers,
@@ -243,6 +265,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let summary = TrainSummary {
         train_rows: train_rows.len(),
         spliced_rows,
+        evasion_rows,
         calibration_rows: cal_rows.len(),
         held_out_rows,
         windows: feats.len(),
@@ -366,7 +389,7 @@ fn export(
             "sample": {"max_rows_per_group": job.caps.per_group, "max_rows_per_source": job.caps.per_source,
                        "max_windows_per_row": job.max_windows_per_row,
                        "max_windows_per_attack_row": job.max_windows_per_attack_row,
-                       "splice": job.splice, "calibration_fraction": job.calibration_fraction,
+                       "splice": job.splice, "evasion": job.evasion, "calibration_fraction": job.calibration_fraction,
                        "limit_rows": job.limit_rows, "holdout_langs": job.holdout_langs},
             "summary": s,
         })),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tremble::tokenize::WindowSpec;
 use tremble::train::augment::SpliceConfig;
 use tremble::train::data::SampleCaps;
+use tremble::train::evade::EvasionConfig;
 use tremble::train::trainer::TrainConfig;
 use tremble::train::{run, TrainJob};
 use tremble::{Detector, DeviceChoice, Threshold};
@@ -66,6 +67,7 @@ fn job(
         max_windows_per_row: 2,
         max_windows_per_attack_row: 4,
         splice: SpliceConfig::default(),
+        evasion: EvasionConfig::default(),
         calibration_fraction: 0.25,
         limit_rows: None,
         holdout_langs: Vec::new(),
@@ -432,15 +434,20 @@ fn real_training_on_a_2000_row_sample() {
     j.limit_rows = Some(2000);
     j.max_windows_per_row = 1;
     j.max_windows_per_attack_row = 1;
+    j.evasion.rows = 3000;
     let started = std::time::Instant::now();
     let summary = run(&j, &mut |_| {}).unwrap();
     eprintln!(
         "2,000-row training: {:.0} s, {summary:?}",
         started.elapsed().as_secs_f64()
     );
-    // The 2,000 sampled rows plus spliced rows in proportion to the sample.
+    // The 2,000 sampled rows plus spliced and rewritten rows in proportion to the sample.
     assert!(summary.spliced_rows > 0, "{summary:?}");
-    assert_eq!(summary.train_rows, 2000 + summary.spliced_rows);
+    assert!(summary.evasion_rows > 0, "{summary:?}");
+    assert_eq!(
+        summary.train_rows,
+        2000 + summary.spliced_rows + summary.evasion_rows
+    );
     let d = Detector::builder()
         .model_dir(&out)
         .device(DeviceChoice::Cpu)

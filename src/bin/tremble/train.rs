@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tremble::models::base::BaseFormat;
 use tremble::train::augment::SpliceConfig;
 use tremble::train::data::SampleCaps;
+use tremble::train::evade::EvasionConfig;
 use tremble::train::trainer::TrainConfig;
 use tremble::train::{Progress, TrainJob};
 
@@ -80,6 +81,11 @@ pub struct TrainArgs {
     /// documents (start, middle or end); 0 turns the augmentation off.
     #[arg(long, default_value_t = 2000)]
     pub splice_rows: usize,
+    /// Training rows rewritten by evasion techniques (encodings, ciphers, leetspeak, spacing,
+    /// typos, TokenBreak), half benign and half attacks, each trained on the texts the
+    /// detector would score for it; 0 turns the augmentation off.
+    #[arg(long, default_value_t = 0)]
+    pub evasion_rows: usize,
     /// Fraction of groups held out for calibration.
     #[arg(long, default_value_t = 0.15)]
     pub calibration_fraction: f64,
@@ -158,6 +164,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             rows: a.splice_rows,
             ..SpliceConfig::default()
         },
+        evasion: EvasionConfig {
+            rows: a.evasion_rows,
+            ..EvasionConfig::default()
+        },
         calibration_fraction: a.calibration_fraction,
         limit_rows: a.limit_rows,
         input_prefix: a.input_prefix.clone(),
@@ -175,10 +185,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         );
     }
     eprintln!(
-        "trained {} steps on {} rows ({} spliced; {} windows); calibration split: {} rows, ROC AUC {}",
+        "trained {} steps on {} rows ({} spliced, {} rewritten by evasions; {} windows); calibration split: {} rows, ROC AUC {}",
         summary.steps,
         summary.train_rows,
         summary.spliced_rows,
+        summary.evasion_rows,
         summary.windows,
         summary.calibration_rows,
         summary
