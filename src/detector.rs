@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{locate_base, DetectorManifest, Thresholds};
 use crate::models::base::BaseEncoder;
 use crate::models::bert::{BertModel, Precision};
-use crate::normalize::{normalize, ViewKind, DEFAULT_MAX_VIEWS};
+use crate::normalize::{normalize, whole_reading, ViewKind, DEFAULT_MAX_VIEWS};
 use crate::route::{route, Route, ScoreMap};
 use crate::signals::classifier::{probabilities, ClassifierHead, HeadOutput};
 use crate::signals::lm_surprise::{self, LmRule, LmSurprise};
@@ -703,12 +703,12 @@ impl Detector {
                 per_text.push((score, top, offset));
                 offset += n;
             }
-            // A reading of the whole text (see `ViewKind::reads_whole_text`) replaces the raw
-            // text: raw obfuscated text only adds the classifier's reaction to odd glyphs, which
-            // flags harmless text that was merely encoded or restyled. Payload-only views
-            // (tags, selectors) compete with it. The first whole reading wins ties; otherwise the
-            // earliest text does.
-            let whole = prep.texts.iter().position(|(k, _)| k.reads_whole_text());
+            // A reading of the whole text replaces the raw text (see `whole_reading`, which
+            // training uses too): raw obfuscated text only adds the classifier's reaction to
+            // odd glyphs, which flags harmless text that was merely encoded or restyled.
+            // Payload-only views (tags, selectors) compete with it. The first whole reading
+            // wins ties; otherwise the earliest text does.
+            let whole = whole_reading(prep.texts.iter().map(|(k, _)| *k));
             let mut best = whole.unwrap_or(0);
             for (i, t) in per_text
                 .iter()

@@ -72,11 +72,12 @@ impl ViewKind {
     }
 }
 
-/// Whether the detector scores the raw text next to views of these kinds: only when none of
-/// them reads the whole text (a whole reading replaces the raw text, whose odd glyphs or
-/// encodings would otherwise flag harmless text; payload-only views compete with it).
-pub fn scored_with_raw(kinds: impl IntoIterator<Item = ViewKind>) -> bool {
-    !kinds.into_iter().any(ViewKind::reads_whole_text)
+/// The position of the first view among `kinds` that reads the whole text. The detector's
+/// rule: when there is one, it replaces the raw text (whose odd glyphs or encodings would
+/// otherwise flag harmless text) and wins ties; payload-only views compete with it. Without
+/// one, the raw text is scored next to the views.
+pub fn whole_reading(kinds: impl IntoIterator<Item = ViewKind>) -> Option<usize> {
+    kinds.into_iter().position(ViewKind::reads_whole_text)
 }
 
 /// A text to score in place of (in addition to) the raw input.

@@ -10,7 +10,7 @@
 //! as unseen; deterministic for a seed; never reads the calibration split.
 
 use crate::evasion::{apply, Technique};
-use crate::normalize::{normalize, scored_with_raw, DEFAULT_MAX_VIEWS};
+use crate::normalize::{normalize, whole_reading, DEFAULT_MAX_VIEWS};
 use crate::rng::{hash_str, Rng};
 use crate::train::data::Example;
 
@@ -119,12 +119,12 @@ pub fn evasion_rows(
     out
 }
 
-/// What the detector scores for `text` (see `Detector`'s view rule): its normalizer views, and
+/// What the detector scores for `text` ([`whole_reading`]'s rule): its normalizer views, and
 /// the raw text too unless a view reads the whole text.
 pub fn scored_texts(text: &str) -> Vec<String> {
     let n = normalize(text, DEFAULT_MAX_VIEWS);
     let mut out = Vec::with_capacity(n.views.len() + 1);
-    if scored_with_raw(n.views.iter().map(|v| v.kind)) {
+    if whole_reading(n.views.iter().map(|v| v.kind)).is_none() {
         out.push(text.to_string());
     }
     out.extend(n.views.into_iter().map(|v| v.text));

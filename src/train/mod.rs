@@ -141,7 +141,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     // Rewritten rows are trained on the texts the detector would score for them; every other
     // row on its own text.
     let rewritten = evasion_rows(&examples, &train_rows, evasion, cfg.seed);
-    let evasion_rows = rewritten.len();
+    let rewritten_rows = rewritten.len();
     let mut scored_texts: HashMap<usize, Vec<String>> = HashMap::new();
     for r in rewritten {
         train_rows.push(examples.len());
@@ -265,7 +265,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn FnMut(Progress)) -> Result<TrainSu
     let summary = TrainSummary {
         train_rows: train_rows.len(),
         spliced_rows,
-        evasion_rows,
+        evasion_rows: rewritten_rows,
         calibration_rows: cal_rows.len(),
         held_out_rows,
         windows: feats.len(),
